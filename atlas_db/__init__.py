@@ -1,0 +1,1 @@
+"""atlas_db: the PostGIS schema, engine, migrations and spatial queries of the crater atlas (no torch)."""
