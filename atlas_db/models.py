@@ -1,0 +1,174 @@
+"""The atlas schema: typed SQLAlchemy 2 declarative models with GeoAlchemy2 geometry.
+
+Natural keys make loads idempotent: a detection run by ``run_name``, a crater by
+(run, ``crater_id``), an age run by ``run_name``, an age estimate by (age run,
+crater), a reference crater by (catalogue, ``ref_id``).
+
+Each crater stores lon/lat as numbers and two generated columns derived from them
+(so they can never disagree): ``geom``, a point in the Moon's geographic CRS for
+polygon and box queries, and ``xyz``, its unit-sphere 3-D point for distance and
+nearest-neighbour queries (see ``atlas_db.srs``). Only ``xyz`` is indexed (n-D GiST):
+polygon and box queries search it with the region's 3-D bounding box and then test
+``geom`` exactly, so one spatial index serves every query and loads pay for one. Rim polygons are computed on
+demand (view ``crater_rims``) rather than stored: 1.3 million stored 32-gons would
+multiply load bytes ~5x for a shape that is a pure function of centre and diameter.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from geoalchemy2 import Geometry
+from sqlalchemy import (ARRAY, BigInteger, CheckConstraint, Computed, DateTime, Double, ForeignKey, Index, Integer,
+                        MetaData, Text, UniqueConstraint, func)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from atlas_db.srs import GEOM_SQL, XYZ_SQL
+from etl.age_classes import AGE_CLASS_CODES
+from etl.contracts import PROB_COLUMNS
+from etl.moon import MOON_SRID
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _point_columns() -> tuple:
+    """Generated lon/lat point (Moon SRID) and unit-sphere xyz point of a row with lon, lat."""
+    geom = mapped_column(Geometry("POINT", srid=MOON_SRID, spatial_index=False),
+                         Computed(GEOM_SQL.format(lon="lon", lat="lat"), persisted=True), nullable=False)
+    xyz = mapped_column(Geometry("POINTZ", srid=0, dimension=3, spatial_index=False),
+                        Computed(XYZ_SQL.format(lon="lon", lat="lat"), persisted=True), nullable=False)
+    return geom, xyz
+
+
+def _lon_lat_checks() -> tuple:
+    """Fresh constraint objects per table (a constraint belongs to one table)."""
+    return (
+        CheckConstraint("lon >= -180 AND lon < 180", name="lon_range"),
+        CheckConstraint("lat BETWEEN -90 AND 90", name="lat_range"),
+        CheckConstraint("diameter_km > 0", name="diameter_positive"),
+    )
+
+
+class DetectionRun(Base):
+    """One detector run over one or more mosaics: the provenance of its atlas."""
+
+    __tablename__ = "detection_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_name: Mapped[str] = mapped_column(Text, unique=True)
+    model: Mapped[str] = mapped_column(Text)
+    config_hash: Mapped[str] = mapped_column(Text)
+    source_mosaics: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    code_version: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    loaded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Crater(Base):
+    """One detected crater of one detection run."""
+
+    __tablename__ = "craters"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("detection_runs.id", ondelete="CASCADE"))
+    crater_id: Mapped[str] = mapped_column(Text)
+    lon: Mapped[float] = mapped_column(Double)
+    lat: Mapped[float] = mapped_column(Double)
+    diameter_km: Mapped[float] = mapped_column(Double)
+    score: Mapped[float] = mapped_column(Double)
+    x0_px: Mapped[float] = mapped_column(Double)
+    y0_px: Mapped[float] = mapped_column(Double)
+    x1_px: Mapped[float] = mapped_column(Double)
+    y1_px: Mapped[float] = mapped_column(Double)
+    level: Mapped[int] = mapped_column(Integer)
+    geom, xyz = _point_columns()
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "crater_id"),
+        *_lon_lat_checks(),
+        CheckConstraint("score BETWEEN 0 AND 1", name="score_range"),
+        CheckConstraint("level >= 1", name="level_positive"),
+        Index(None, "xyz", postgresql_using="gist", postgresql_ops={"xyz": "gist_geometry_ops_nd"}),
+    )
+
+
+class AgeRun(Base):
+    """One age-network run over the craters of one detection run."""
+
+    __tablename__ = "age_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_name: Mapped[str] = mapped_column(Text, unique=True)
+    atlas_run_id: Mapped[int] = mapped_column(ForeignKey("detection_runs.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(Text)
+    config_hash: Mapped[str] = mapped_column(Text)
+    code_version: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    loaded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+_codes_sql = ", ".join(f"'{c}'" for c in AGE_CLASS_CODES)  # fixed codes from AgeClass, not user input
+
+
+class AgeEstimate(Base):
+    """The age network's class probabilities for one crater in one age run."""
+
+    __tablename__ = "age_estimates"
+
+    age_run_id: Mapped[int] = mapped_column(ForeignKey("age_runs.id", ondelete="CASCADE"), primary_key=True)
+    crater_pk: Mapped[int] = mapped_column(ForeignKey("craters.id", ondelete="CASCADE"), primary_key=True)
+    # One column per age class, oldest first; names come from etl.contracts.PROB_COLUMNS.
+    p_pnc: Mapped[float] = mapped_column(Double)
+    p_nc: Mapped[float] = mapped_column(Double)
+    p_ic: Mapped[float] = mapped_column(Double)
+    p_ec: Mapped[float] = mapped_column(Double)
+    p_cc: Mapped[float] = mapped_column(Double)
+    age_class: Mapped[str] = mapped_column(Text)
+    entropy: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        CheckConstraint(f"age_class IN ({_codes_sql})", name="age_class_code"),
+        Index(None, "crater_pk"),
+    )
+
+
+assert tuple(c for c in AgeEstimate.__table__.columns.keys() if c.startswith("p_")) == PROB_COLUMNS, \
+    "age_estimates probability columns must follow etl.contracts.PROB_COLUMNS"
+
+
+class ReferenceCatalogue(Base):
+    """A published crater catalogue to compare the atlas with (e.g. Robbins 2018)."""
+
+    __tablename__ = "reference_catalogues"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    loaded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ReferenceCrater(Base):
+    __tablename__ = "reference_craters"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    catalogue_id: Mapped[int] = mapped_column(ForeignKey("reference_catalogues.id", ondelete="CASCADE"))
+    ref_id: Mapped[str] = mapped_column(Text)
+    lon: Mapped[float] = mapped_column(Double)
+    lat: Mapped[float] = mapped_column(Double)
+    diameter_km: Mapped[float] = mapped_column(Double)
+    geom, xyz = _point_columns()
+
+    __table_args__ = (
+        UniqueConstraint("catalogue_id", "ref_id"),
+        *_lon_lat_checks(),
+        Index(None, "xyz", postgresql_using="gist", postgresql_ops={"xyz": "gist_geometry_ops_nd"}),
+    )

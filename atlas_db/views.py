@@ -1,0 +1,104 @@
+"""User-facing SQL views (what the read-only role may select) and the role itself.
+
+Views are repeatable objects: every ``deepcraters db upgrade`` re-creates them
+(CREATE OR REPLACE) after the Alembic migrations, from the SQL below.
+"""
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from etl.contracts import PROB_COLUMNS
+from etl.matching import MATCH_MAX_CENTRE_DISTANCE_FRAC, MATCH_MAX_DIAMETER_RATIO
+
+_P = ", ".join(f"e.{p}" for p in PROB_COLUMNS)
+
+#: name -> SELECT. Order matters only for readability (no view reads another).
+VIEWS: dict[str, str] = {
+    # Every crater with its detection run's provenance, centre point and unit-sphere point.
+    "crater_atlas": """
+        SELECT c.id AS crater_pk, r.run_name, c.crater_id, c.lon, c.lat, c.diameter_km, c.score,
+               c.x0_px, c.y0_px, c.x1_px, c.y1_px, c.level, c.geom, c.xyz,
+               r.model, r.config_hash, r.source_mosaics, r.code_version, r.created_at
+          FROM craters c JOIN detection_runs r ON r.id = c.run_id""",
+    # One row per crater and age run (craters without an age estimate appear once, age fields NULL).
+    "crater_with_age": f"""
+        SELECT c.id AS crater_pk, r.run_name, c.crater_id, c.lon, c.lat, c.diameter_km, c.score,
+               c.geom, c.xyz, ar.run_name AS age_run, {_P}, e.age_class, e.entropy,
+               ar.model AS age_model, ar.config_hash AS age_config_hash, ar.code_version AS age_code_version
+          FROM craters c JOIN detection_runs r ON r.id = c.run_id
+          LEFT JOIN age_estimates e ON e.crater_pk = c.id
+          LEFT JOIN age_runs ar ON ar.id = e.age_run_id""",
+    # Rim circles as 32-gons in lon/lat (longitudes continue past +-180 so rims that straddle
+    # the antimeridian stay one ring).
+    "crater_rims": """
+        SELECT c.id AS crater_pk, r.run_name, c.crater_id, c.diameter_km,
+               deepcraters_rim(c.lon, c.lat, c.diameter_km, 32) AS rim
+          FROM craters c JOIN detection_runs r ON r.id = c.run_id""",
+    "reference_atlas": """
+        SELECT rc.id AS ref_pk, k.name AS catalogue, rc.ref_id, rc.lon, rc.lat, rc.diameter_km, rc.geom, rc.xyz
+          FROM reference_craters rc JOIN reference_catalogues k ON k.id = rc.catalogue_id""",
+    "detection_run_info": """
+        SELECT r.run_name, r.model, r.config_hash, r.source_mosaics, r.code_version, r.created_at, r.loaded_at,
+               (SELECT count(*) FROM craters c WHERE c.run_id = r.id) AS n_craters
+          FROM detection_runs r""",
+    "age_run_info": """
+        SELECT a.run_name, d.run_name AS atlas_run, a.model, a.config_hash, a.code_version, a.created_at,
+               a.loaded_at, (SELECT count(*) FROM age_estimates e WHERE e.age_run_id = a.id) AS n_estimates
+          FROM age_runs a JOIN detection_runs d ON d.id = a.atlas_run_id""",
+}
+
+# The crater matching rule of etl.matching, in SQL (constants come from there, nowhere else).
+MATCH_FUNCTIONS_SQL = f"""
+CREATE OR REPLACE FUNCTION deepcraters_is_match(lon1 float8, lat1 float8, diameter1_km float8,
+                                                lon2 float8, lat2 float8, diameter2_km float8)
+RETURNS boolean LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
+$$ SELECT deepcraters_distance_m(lon1, lat1, lon2, lat2)
+            <= {MATCH_MAX_CENTRE_DISTANCE_FRAC!r} * greatest(diameter1_km, diameter2_km) * 1000.0
+      AND greatest(diameter1_km, diameter2_km) <= {MATCH_MAX_DIAMETER_RATIO!r} * least(diameter1_km, diameter2_km) $$;
+
+-- Farthest centre distance (m) at which a crater of this diameter can match anything.
+CREATE OR REPLACE FUNCTION deepcraters_match_search_m(diameter_km float8) RETURNS float8
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
+$$ SELECT {MATCH_MAX_CENTRE_DISTANCE_FRAC!r} * {MATCH_MAX_DIAMETER_RATIO!r} * diameter_km * 1000.0 $$;
+"""
+
+READER_ROLE = "deepcraters_reader"
+
+
+def install_views(conn: Connection) -> None:
+    from psycopg2 import sql
+
+    cur = conn.connection.dbapi_connection.cursor()
+    cur.execute(MATCH_FUNCTIONS_SQL)
+    for name, select in VIEWS.items():
+        cur.execute(sql.SQL("CREATE OR REPLACE VIEW {} AS ").format(sql.Identifier(name)) + sql.SQL(select))
+
+
+def ensure_reader_role(conn: Connection, role: str = READER_ROLE, password: str | None = None) -> None:
+    """Create (if needed) a login role that can SELECT the views above and nothing else.
+
+    Its sessions are read-only by default as a second guard; the password, if any, is
+    bound as a parameter and never echoed."""
+    from psycopg2 import errors, sql
+
+    cur = conn.connection.dbapi_connection.cursor()
+    ident = sql.Identifier(role)
+    exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar()
+    if not exists:
+        cur.execute("SAVEPOINT create_role")
+        try:
+            cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+        except (errors.DuplicateObject, errors.UniqueViolation):  # created meanwhile by a concurrent session
+            cur.execute("ROLLBACK TO SAVEPOINT create_role")
+        cur.execute("RELEASE SAVEPOINT create_role")
+    if password is not None:
+        cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(ident), (password,))
+    cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident))
+    db = conn.execute(text("SELECT current_database()")).scalar()
+    cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(db), ident))
+    cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
+    cur.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(ident))
+    cur.execute(sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {}").format(ident))
+    for name in VIEWS:
+        cur.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(name), ident))

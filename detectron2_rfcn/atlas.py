@@ -1,0 +1,197 @@
+"""Atlas inference over whole mosaics: every crater of a study area.
+
+Tiles are independent, so a mosaic of any size is a map over tile windows: each pyramid
+level (downsample factor) is cut into overlapping tiles read lazily through ``etl.rasters``,
+each tile's detections are moved to the mosaic's level-0 pixel grid, and one class-agnostic
+NMS over all tiles and levels keeps one box per crater. Boxes become lon/lat/diameter by
+projecting through the mosaic's CRS (``etl.geometry.boxes_px_to_craters``), never by
+``size * resolution``.
+
+Which detections a tile may keep: a crater of up to ``max_diameter_px`` (at its level) lies
+wholly inside at least one tile when the tile overlap is at least that size, so boxes that
+touch a tile edge inside the mosaic are partial views and are dropped; boxes outside the
+level's diameter range are left to the level where they fit.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torchvision.ops import nms
+from tqdm import tqdm
+
+from etl.geometry import PixelGrid, boxes_px_to_craters
+from etl.rasters import model_channels, open_raster, read_aligned
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AtlasSettings:
+    """How a mosaic is swept. Lengths in pixels of the level being swept."""
+
+    levels: tuple[int, ...] = (1, 2, 4)   # pyramid downsample factors
+    tile_size_px: int = 512               # square tile side
+    overlap_px: int = 128                 # >= max_diameter_px, so every crater fits whole in some tile
+    min_diameter_px: float = 8.0          # smaller boxes are left to a finer level
+    max_diameter_px: float = 128.0        # larger boxes are left to a coarser level
+    score_threshold: float = 0.5
+    nms_iou: float = 0.5                  # class-agnostic NMS across tiles and levels
+    edge_margin_px: float = 2.0           # a box this close to an inner tile edge is a partial view
+
+    def __post_init__(self):
+        if self.overlap_px >= self.tile_size_px:
+            raise ValueError(f"overlap_px ({self.overlap_px}) must be smaller than tile_size_px ({self.tile_size_px})")
+        if self.max_diameter_px > self.overlap_px:
+            raise ValueError(
+                f"max_diameter_px ({self.max_diameter_px}) > overlap_px ({self.overlap_px}): "
+                "craters that large could be cut by every tile")
+        if not self.levels or min(self.levels) < 1:
+            raise ValueError(f"levels must be downsample factors >= 1, got {self.levels}")
+
+
+def tile_windows(width_px: int, height_px: int, tile_size_px: int, overlap_px: int
+                 ) -> Iterator[tuple[int, int, int, int]]:
+    """(col_off, row_off, width, height) of overlapping tiles covering a grid; the last
+    tile of a row/column is flush with the grid's edge (no padding needed)."""
+    stride = tile_size_px - overlap_px
+
+    def offsets(size: int) -> list[int]:
+        if size <= tile_size_px:
+            return [0]
+        offs = list(range(0, size - tile_size_px, stride))
+        return offs + [size - tile_size_px]
+
+    for row in offsets(height_px):
+        for col in offsets(width_px):
+            yield col, row, min(tile_size_px, width_px - col), min(tile_size_px, height_px - row)
+
+
+class CraterPredictor:
+    """A built Detectron2 model in eval mode: multi-channel arrays in, boxes and scores out."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+
+    @classmethod
+    def from_config(cls, cfg, weights: str | None = None) -> "CraterPredictor":
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.modeling import build_model
+
+        model = build_model(cfg)
+        if weights:
+            DetectionCheckpointer(model).load(weights)
+        return cls(model)
+
+    @torch.no_grad()
+    def __call__(self, channels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``channels`` float32 (C, H, W) -> boxes (N, 4) XYXY px and scores (N,)."""
+        _, height, width = channels.shape
+        image = torch.from_numpy(np.ascontiguousarray(channels))
+        (out,) = self.model([{"image": image, "height": height, "width": width}])
+        inst = out["instances"].to("cpu")
+        return inst.pred_boxes.tensor.numpy().astype(float), inst.scores.numpy().astype(float)
+
+
+def _keep_tile_boxes(boxes: np.ndarray, window: tuple[int, int, int, int], level_shape: tuple[int, int],
+                     settings: AtlasSettings) -> np.ndarray:
+    """Mask of boxes (tile px) whole inside the tile (unless the edge is the mosaic's) and in range."""
+    col, row, w, h = window
+    height_px, width_px = level_shape
+    m = settings.edge_margin_px
+    x0, y0, x1, y1 = boxes.T
+    inner_left, inner_top = col > 0, row > 0
+    inner_right, inner_bottom = col + w < width_px, row + h < height_px
+    whole = ~((inner_left & (x0 < m)) | (inner_top & (y0 < m))
+              | (inner_right & (x1 > w - m)) | (inner_bottom & (y1 > h - m)))
+    size_px = np.sqrt(np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None))
+    in_range = (size_px >= settings.min_diameter_px) & (size_px <= settings.max_diameter_px)
+    return whole & in_range
+
+
+def detect_mosaic(predictor: CraterPredictor, dom_path: str | Path, dem_path: str | Path, *,
+                  settings: AtlasSettings = AtlasSettings(), assume_crs=None,
+                  progress: bool = True) -> pd.DataFrame:
+    """All craters of a DOM + DEM mosaic: lon, lat, diameter_km, score, level-0 pixel box, level."""
+    boxes_all, scores_all, levels_all = [], [], []
+    with open_raster(dom_path, assume_crs=assume_crs) as dom_ds, open_raster(dem_path, assume_crs=assume_crs) as dem_ds:
+        grid0 = PixelGrid.from_dataset(dom_ds, assume_crs=assume_crs)
+        jobs = []
+        for level in settings.levels:
+            grid = grid0.downsampled(level)
+            jobs += [(level, grid, w) for w in tile_windows(grid.width, grid.height,
+                                                             settings.tile_size_px, settings.overlap_px)]
+        for level, grid, window in tqdm(jobs, desc="atlas tiles", unit="tile", disable=not progress):
+            tile_grid = grid.window(*window)
+            dom, dem = read_aligned(dom_ds, dem_ds, tile_grid)
+            boxes, scores = predictor(model_channels(dom, dem, tile_grid.pixel_size_m))
+            keep = (scores >= settings.score_threshold) & _keep_tile_boxes(boxes, window, grid.shape, settings)
+            if keep.any():
+                col, row = window[0], window[1]
+                boxes_all.append((boxes[keep] + [col, row, col, row]) * level)
+                scores_all.append(scores[keep])
+                levels_all.append(np.full(int(keep.sum()), level, dtype=np.int32))
+    if not boxes_all:
+        return pd.DataFrame(columns=["lon", "lat", "diameter_km", "score", "x0_px", "y0_px", "x1_px", "y1_px", "level"])
+    boxes = np.concatenate(boxes_all)
+    scores = np.concatenate(scores_all)
+    levels = np.concatenate(levels_all)
+    keep = nms(torch.as_tensor(boxes, dtype=torch.float64), torch.as_tensor(scores, dtype=torch.float64),
+               settings.nms_iou).numpy()
+    boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
+    lon, lat, diameter_km = boxes_px_to_craters(grid0, boxes)
+    return pd.DataFrame({
+        "lon": lon, "lat": lat, "diameter_km": diameter_km, "score": scores,
+        "x0_px": boxes[:, 0], "y0_px": boxes[:, 1], "x1_px": boxes[:, 2], "y1_px": boxes[:, 3],
+        "level": levels,
+    })
+
+
+def config_hash(cfg) -> str:
+    """Short SHA-256 of a config's full YAML dump: two atlases with the same hash were made
+    with the same settings."""
+    return hashlib.sha256(cfg.dump().encode()).hexdigest()[:16]
+
+
+def model_name(cfg) -> str:
+    """A readable model name, e.g. ``RFCN/build_resnet_backbone/R18``."""
+    depth = cfg.MODEL.RESNETS.DEPTH if "resnet" in cfg.MODEL.BACKBONE.NAME else ""
+    return "/".join(str(p) for p in (cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.BACKBONE.NAME, f"R{depth}" if depth else "") if p)
+
+
+def write_mosaic_atlas(cfg, weights: str | None, dom_path: str | Path, dem_path: str | Path,
+                       out_path: str | Path, *, run_name: str, settings: AtlasSettings = AtlasSettings(),
+                       assume_crs=None, progress: bool = True) -> pd.DataFrame:
+    """Detect every crater of a mosaic and write the atlas file (GeoPackage/CSV/Parquet by
+    suffix) with its provenance. Returns the atlas as written."""
+    from etl.contracts import AtlasProvenance, write_atlas
+    from etl.provenance import code_version
+
+    predictor = CraterPredictor.from_config(cfg, weights)
+    atlas = detect_mosaic(predictor, dom_path, dem_path, settings=settings, assume_crs=assume_crs, progress=progress)
+    provenance = AtlasProvenance(
+        run_name=run_name,
+        model=model_name(cfg) + (f"@{Path(weights).name}" if weights else ""),
+        config_hash=config_hash(cfg),
+        source_mosaics=(str(dom_path), str(dem_path)),
+        code_version=code_version(),
+    )
+    return write_atlas(atlas, out_path, provenance)
+
+
+def settings_from_dataset(dataset_info: dict, **overrides) -> AtlasSettings:
+    """Atlas settings consistent with how a tile dataset was cut (levels, tile size)."""
+    values = {"levels": tuple(dataset_info.get("levels", AtlasSettings.levels)),
+              "tile_size_px": int(dataset_info.get("tile_size_px", AtlasSettings.tile_size_px))}
+    values.update(overrides)
+    return AtlasSettings(**values)
+
+
+__all__: Sequence[str] = ["AtlasSettings", "CraterPredictor", "config_hash", "detect_mosaic", "model_name",
+                          "settings_from_dataset", "tile_windows", "write_mosaic_atlas"]

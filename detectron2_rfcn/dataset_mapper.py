@@ -1,0 +1,154 @@
+"""``CraterDatasetMapper``: multi-band float tiles -> Detectron2 model inputs.
+
+Unlike Detectron2's ``DatasetMapper`` (8-bit RGB/BGR images through PIL), it reads every
+band of a GeoTIFF with rasterio as float32 (no uint8 conversion, any number of channels)
+and applies only exact, crater-preserving augmentations: flips and 90-degree rotations
+(round craters stay round; no resampling blurs small rims). What they do to the sun
+direction of a DOM channel is documented at ``INPUT.CRATER`` in ``config.py``.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import List, Optional, Sequence
+
+import numpy as np
+import rasterio
+import torch
+
+from detectron2.config import configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+
+__all__ = ["CraterDatasetMapper", "Rot90Transform", "RandomRot90", "read_tile", "build_crater_augmentation"]
+
+logger = logging.getLogger(__name__)
+
+
+def read_tile(path, num_channels: Optional[int] = None, fill_values: Optional[Sequence[float]] = None) -> np.ndarray:
+    """All bands of a tile as float32 (C, H, W). Non-finite values (nodata) become
+    ``fill_values`` per channel (the pixel mean: zero after normalisation), else 0."""
+    try:
+        with rasterio.open(path) as src:
+            image = src.read(out_dtype="float32", masked=False)
+            nodata = src.nodata
+    except rasterio.errors.RasterioIOError as e:
+        raise OSError(f"cannot read tile {path}: {e}") from e
+    if num_channels is not None and image.shape[0] != num_channels:
+        raise ValueError(f"tile {path} has {image.shape[0]} bands, the model expects {num_channels} "
+                         f"(one per MODEL.PIXEL_MEAN entry)")
+    bad = ~np.isfinite(image)
+    if nodata is not None and np.isfinite(nodata):
+        bad |= image == nodata
+    if bad.any():
+        fill = np.zeros(image.shape[0], np.float32) if fill_values is None else np.asarray(fill_values, np.float32)
+        image = np.where(bad, fill[:, None, None], image)
+    return image
+
+
+class Rot90Transform(T.Transform):
+    """Rotate an (H, W, ...) image by ``k`` x 90 degrees counter-clockwise (``np.rot90``);
+    exact for pixels and for axis-aligned boxes."""
+
+    def __init__(self, k: int, height: int, width: int):
+        super().__init__()
+        self._set_attributes(locals())
+        self.k = k % 4
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(img, self.k, axes=(0, 1)))
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        # Continuous pixel coordinates (x right, y down); one counter-clockwise quarter turn
+        # of a W x H image maps (x, y) -> (y, W - x) and yields an H x W image.
+        coords = np.asarray(coords, dtype=np.float64).copy()
+        w, h = self.width, self.height
+        for _ in range(self.k):
+            coords = np.stack([coords[:, 1], w - coords[:, 0]], axis=1)
+            w, h = h, w
+        return coords
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return self.apply_image(segmentation)
+
+    def inverse(self) -> T.Transform:
+        h, w = (self.height, self.width) if self.k % 2 == 0 else (self.width, self.height)
+        return Rot90Transform((4 - self.k) % 4, h, w)
+
+
+class RandomRot90(T.Augmentation):
+    """A uniformly random multiple of 90 degrees."""
+
+    def get_transform(self, image):
+        h, w = image.shape[:2]
+        k = int(np.random.randint(4))
+        return T.NoOpTransform() if k == 0 else Rot90Transform(k, h, w)
+
+
+def build_crater_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
+    """Flips / quarter turns from ``cfg.INPUT.CRATER`` (training only; tests see tiles as they are)."""
+    if not is_train:
+        return []
+    augs: List[T.Augmentation] = []
+    c = cfg.INPUT.CRATER
+    if c.HFLIP_PROB > 0:
+        augs.append(T.RandomFlip(prob=c.HFLIP_PROB, horizontal=True, vertical=False))
+    if c.VFLIP_PROB > 0:
+        augs.append(T.RandomFlip(prob=c.VFLIP_PROB, horizontal=False, vertical=True))
+    if c.ROT90:
+        augs.append(RandomRot90())
+    return augs
+
+
+class CraterDatasetMapper:
+    """Maps one dataset dict (see ``detectron2_rfcn.data``) to ``{"image": (C, H, W) float32
+    tensor, "instances", "height", "width", ...}``.
+
+    Truncated craters (cut by the tile edge): ``truncated_policy`` "keep" trains on them as
+    positives (the visible part), "drop" removes them. ``iscrowd`` objects are always dropped.
+    """
+
+    @configurable
+    def __init__(self, is_train: bool, *, augmentations: List[T.Augmentation], num_channels: int,
+                 fill_values: Sequence[float], truncated_policy: str = "keep"):
+        if truncated_policy not in ("keep", "drop"):
+            raise ValueError(f"INPUT.CRATER.TRUNCATED must be 'keep' or 'drop', got {truncated_policy!r}")
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.num_channels = num_channels
+        self.fill_values = list(fill_values)
+        self.truncated_policy = truncated_policy
+        logger.info("[CraterDatasetMapper] %s augmentations: %s", "train" if is_train else "test", augmentations)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        return {
+            "is_train": is_train,
+            "augmentations": build_crater_augmentation(cfg, is_train),
+            "num_channels": len(cfg.MODEL.PIXEL_MEAN),
+            "fill_values": cfg.MODEL.PIXEL_MEAN,
+            "truncated_policy": cfg.INPUT.CRATER.TRUNCATED,
+        }
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = read_tile(dataset_dict["file_name"], self.num_channels, self.fill_values)
+        image = image.transpose(1, 2, 0)  # HWC, Detectron2's transform convention
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        h, w = image.shape[:2]
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+        if not self.is_train:
+            # Evaluators read the ground truth from the catalog, as Detectron2's do.
+            dataset_dict.pop("annotations", None)
+            return dataset_dict
+        annos = [
+            utils.transform_instance_annotations(obj, transforms, (h, w))
+            for obj in dataset_dict.pop("annotations", [])
+            if obj.get("iscrowd", 0) == 0 and not (self.truncated_policy == "drop" and obj.get("truncated", False))
+        ]
+        instances = utils.annotations_to_instances(annos, (h, w))
+        dataset_dict["instances"] = utils.filter_empty_instances(instances)
+        return dataset_dict
