@@ -34,3 +34,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real lunar data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def atlas_url(database_url) -> str:
+    """``database_url`` migrated to the atlas schema (idempotent; safe beside other sessions).
+
+    Atlas tests share this database with whatever else runs, so each test uses its own run /
+    catalogue names and never truncates tables."""
+    from atlas_db.migrate import upgrade
+
+    upgrade(database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def atlas_engine(atlas_url):
+    from atlas_db.engine import get_engine
+
+    engine = get_engine(atlas_url)
+    yield engine
+    engine.dispose()

@@ -247,6 +247,19 @@ def test_box_to_crater_round_trip(crs, lon, lat):
     np.testing.assert_allclose(first_d, diameter_km, rtol=0.02)
 
 
+def test_box_to_crater_round_trip_in_a_geographic_grid_across_the_seam():
+    # A global 0..360 degree mosaic (as many lunar products are): -0.05 and 359.95 are one place.
+    grid = PixelGrid("IAU_2015:30100", from_origin(0.0, 90.0, 0.01, 0.01), 36000, 18000)
+    lon, lat, diameter_km = np.array([-0.05, 120.0, -60.0]), np.array([0.0, 60.0, -30.0]), np.array([8.0, 30.0, 15.0])
+    boxes = crater_boxes_px(grid, lon, lat, diameter_km)
+    assert boxes[0, 0] < 36000 < boxes[0, 2]  # overhangs the right edge (360), one box
+    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert width[1] / height[1] == pytest.approx(2.0, rel=0.02)
+    back_lon, back_lat, back_d = boxes_px_to_craters(grid, boxes)
+    np.testing.assert_allclose(back_d, diameter_km, rtol=1e-3)
+    assert np.all(great_circle_distance_m(back_lon, back_lat, lon, lat) <= 0.5 * diameter_km)
+
+
 def test_box_size_follows_the_grid_not_the_diameter_over_resolution():
     # Same crater, 4x coarser pyramid level: a box 4x smaller, decoded to the same diameter.
     grid = _grid(mercator_crs())

@@ -16,7 +16,6 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from etl.geometry import LunarCRSError, PixelGrid
-from etl.moon import MOON_RADIUS_M
 from etl.rasters import CHANNELS, RasterError, model_channels, open_raster, read_aligned, read_window
 
 EQC = "IAU_2015:30110"
@@ -203,4 +202,4 @@ def test_model_channels_from_a_real_tile(tmp_path):
     x = model_channels(dom, dem_read, grid.pixel_size_m)
     assert np.isfinite(x).all() and 0.0 <= x.min() and x.max() <= 1.0
     assert x[1, 4:].min() == 0.0 and x[1, 4:].max() == 1.0  # per-tile min-max over valid pixels
-    assert grid.pixel_size_m == 100.0 and MOON_RADIUS_M > 0
+    assert grid.pixel_size_m == 100.0

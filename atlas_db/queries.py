@@ -1,0 +1,196 @@
+"""Spatial queries on the crater atlas, as Python functions returning pandas DataFrames.
+
+They read only the user views (``crater_atlas``, ``crater_with_age``, ``reference_atlas``)
+and the ``deepcraters_*`` SQL functions, so the read-only role can run every one of them
+and ``docs/sql.md`` shows the same SQL. Every value is a bound parameter.
+
+Regions (polygon, box) are lon/lat shapes with straight edges in lon/lat; a region may
+cross the antimeridian by letting longitudes run past 180 (``POLYGON((170 0, 190 0, ...))``)
+and a box crosses it when ``lon_min > lon_max`` (170 .. -170). Distances are great-circle
+distances on the lunar sphere (R = 1,737,400 m).
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.types import ARRAY, Float, Text
+
+from etl.age_classes import AGE_CLASS_CODES
+from etl.contracts import PROB_COLUMNS
+from etl.moon import MOON_SRID, chord_for_distance
+
+CRATER_COLUMNS = "run_name, crater_id, lon, lat, diameter_km, score"
+#: Chord slack so float rounding never drops a crater the exact haversine filter keeps.
+_CHORD_SLACK = 1e-9
+#: Default size-frequency bins: the standard sqrt(2) diameter bins (Crater Analysis
+#: Techniques Working Group 1979), 1/16 km .. 2048 km.
+DEFAULT_SFD_DIAMETERS_KM: tuple[float, ...] = tuple(2.0 ** (k / 2) for k in range(-8, 23))
+
+
+def _run_filter(run: str | None, column: str = "run_name") -> str:
+    return f" AND {column} = :run" if run is not None else ""
+
+
+def _frame(conn: Connection, sql: str, params: dict, bind=()) -> pd.DataFrame:
+    stmt = text(sql)
+    if bind:
+        stmt = stmt.bindparams(*bind)
+    result = conn.execute(stmt, params)
+    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def _chord(radius_km: float) -> float:
+    return chord_for_distance(radius_km * 1000.0) * (1 + _CHORD_SLACK) + 1e-12
+
+
+# --------------------------------------------------------------------------- regions
+
+
+def region_wkt(polygon) -> str:
+    """WKT of a lon/lat (multi)polygon given as WKT, GeoJSON text, a GeoJSON dict (geometry or
+    Feature) or a shapely geometry. Raises ``ValueError`` for anything else."""
+    import shapely
+    from shapely.geometry import shape
+
+    if isinstance(polygon, str):
+        s = polygon.strip()
+        geom = shape(_geojson_geometry(json.loads(s))) if s.startswith("{") else shapely.from_wkt(s)
+    elif isinstance(polygon, dict):
+        geom = shape(_geojson_geometry(polygon))
+    else:
+        geom = polygon
+    if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
+        raise ValueError(f"region must be a Polygon or MultiPolygon, got {geom.geom_type}")
+    if not geom.is_valid:
+        raise ValueError(f"region polygon is not valid: {shapely.is_valid_reason(geom)}")
+    minx, miny, maxx, maxy = geom.bounds
+    if miny < -90 or maxy > 90:
+        raise ValueError("region latitudes must lie in [-90, 90]")
+    if minx < -540 or maxx > 540 or maxx - minx > 360:
+        raise ValueError("region longitudes must span at most 360 degrees (use 170..190 to cross 180)")
+    return geom.wkt
+
+
+def _geojson_geometry(obj: dict) -> dict:
+    if obj.get("type") == "Feature":
+        return obj["geometry"]
+    if obj.get("type") == "FeatureCollection":
+        feats = obj.get("features") or []
+        if len(feats) != 1:
+            raise ValueError("a GeoJSON FeatureCollection region must hold exactly one feature")
+        return feats[0]["geometry"]
+    return obj
+
+
+def box_wkt(lon_min: float, lat_min: float, lon_max: float, lat_max: float) -> str:
+    """Lon/lat box as polygon WKT; ``lon_min > lon_max`` (e.g. 170, -170) crosses the antimeridian,
+    0..360 longitudes are accepted, and a width of 360 or more is the whole band of latitudes."""
+    if not (-90 <= lat_min <= lat_max <= 90):
+        raise ValueError("box latitudes must satisfy -90 <= lat_min <= lat_max <= 90")
+    if lon_max - lon_min >= 360:
+        lo, hi = -180.0, 180.0
+    else:
+        lo = (lon_min + 180.0) % 360.0 - 180.0
+        hi = lo + (lon_max - lon_min) % 360.0
+    return (f"POLYGON(({lo!r} {lat_min!r}, {hi!r} {lat_min!r}, {hi!r} {lat_max!r}, "
+            f"{lo!r} {lat_max!r}, {lo!r} {lat_min!r}))")
+
+
+_REGION_SEARCH = (f"xyz &&& deepcraters_xyz_box(ST_GeomFromText(:region, {MOON_SRID})) "
+                  f"AND ST_Covers(deepcraters_wrap_region(ST_GeomFromText(:region, {MOON_SRID})), geom)")
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def craters_within(conn: Connection, lon: float, lat: float, radius_km: float, run: str | None = None) -> pd.DataFrame:
+    """Craters whose centre lies within ``radius_km`` (great circle) of lon/lat, nearest first."""
+    sql = (f"SELECT {CRATER_COLUMNS}, deepcraters_distance_m(lon, lat, :lon, :lat) / 1000.0 AS distance_km "
+           "FROM crater_atlas "
+           "WHERE ST_3DDWithin(xyz, deepcraters_xyz(:lon, :lat), :chord) "
+           "AND deepcraters_distance_m(lon, lat, :lon, :lat) <= :radius_m" + _run_filter(run) +
+           " ORDER BY distance_km, run_name, crater_id")
+    return _frame(conn, sql, {"lon": float(lon), "lat": float(lat), "chord": _chord(radius_km),
+                              "radius_m": float(radius_km) * 1000.0, "run": run})
+
+
+def nearest_craters(conn: Connection, lon: float, lat: float, k: int = 10, run: str | None = None) -> pd.DataFrame:
+    """The ``k`` craters nearest to lon/lat (exact: unit-sphere chord order is great-circle order)."""
+    sql = (f"SELECT {CRATER_COLUMNS}, deepcraters_distance_m(lon, lat, :lon, :lat) / 1000.0 AS distance_km "
+           "FROM crater_atlas WHERE TRUE" + _run_filter(run) +
+           " ORDER BY xyz <<->> deepcraters_xyz(:lon, :lat) LIMIT :k")
+    df = _frame(conn, sql, {"lon": float(lon), "lat": float(lat), "k": int(k), "run": run})
+    return df.sort_values("distance_km", kind="stable", ignore_index=True)
+
+
+def craters_in_polygon(conn: Connection, polygon, run: str | None = None) -> pd.DataFrame:
+    """Craters whose centre lies in (or on the edge of) a lon/lat polygon (see ``region_wkt``)."""
+    sql = f"SELECT {CRATER_COLUMNS} FROM crater_atlas WHERE {_REGION_SEARCH}" + _run_filter(run) + \
+        " ORDER BY run_name, crater_id"
+    return _frame(conn, sql, {"region": region_wkt(polygon), "run": run})
+
+
+def craters_in_box(conn: Connection, lon_min: float, lat_min: float, lon_max: float, lat_max: float,
+                   run: str | None = None) -> pd.DataFrame:
+    """Craters in a lon/lat box, antimeridian-safe (``lon_min > lon_max`` crosses 180)."""
+    return craters_in_polygon(conn, box_wkt(lon_min, lat_min, lon_max, lat_max), run)
+
+
+def region_area_km2(conn: Connection, polygon) -> float:
+    """Area of a lon/lat region on the lunar sphere, km^2."""
+    sql = f"SELECT deepcraters_area_km2(deepcraters_wrap_region(ST_GeomFromText(:region, {MOON_SRID})))"
+    return float(conn.execute(text(sql), {"region": region_wkt(polygon)}).scalar())
+
+
+def size_frequency(conn: Connection, polygon, diameters_km=None, run: str | None = None) -> pd.DataFrame:
+    """Cumulative size-frequency distribution of a region: for each diameter D, the number of
+    craters with diameter >= D and that number per km^2 of the region's area on the sphere.
+
+    Default diameters: sqrt(2) bins, trimmed to those with at least one crater."""
+    bins = sorted(float(d) for d in (diameters_km if diameters_km is not None else DEFAULT_SFD_DIAMETERS_KM))
+    sql = (f"WITH reg AS (SELECT deepcraters_wrap_region(ST_GeomFromText(:region, {MOON_SRID})) AS g), "
+           "area AS (SELECT deepcraters_area_km2(g) AS km2 FROM reg), "
+           f"sel AS (SELECT diameter_km FROM crater_atlas WHERE {_REGION_SEARCH}" + _run_filter(run) + "), "
+           "bins AS (SELECT unnest(:bins) AS diameter_km) "
+           "SELECT b.diameter_km, count(s.diameter_km) AS n_cumulative, "
+           "count(s.diameter_km) / (SELECT km2 FROM area) AS density_per_km2, (SELECT km2 FROM area) AS area_km2 "
+           "FROM bins b LEFT JOIN sel s ON s.diameter_km >= b.diameter_km "
+           "GROUP BY b.diameter_km ORDER BY b.diameter_km")
+    df = _frame(conn, sql, {"region": region_wkt(polygon), "bins": bins, "run": run},
+                bind=[bindparam("bins", type_=ARRAY(Float))])
+    if diameters_km is None and len(df):
+        df = df[df["n_cumulative"] > 0].reset_index(drop=True)
+    return df
+
+
+def age_class_summary(conn: Connection, polygon, age_run: str | None = None) -> pd.DataFrame:
+    """Per age run and age class (oldest first, all five listed): the number of craters in the
+    region assigned to the class and the mean of each class probability over them."""
+    means = ", ".join(f"avg(s.{p}) AS mean_{p}" for p in PROB_COLUMNS)
+    sql = (f"WITH sel AS (SELECT age_run, age_class, {', '.join(PROB_COLUMNS)} FROM crater_with_age "
+           f"WHERE age_run IS NOT NULL AND {_REGION_SEARCH}" + _run_filter(age_run, "age_run") + "), "
+           "runs AS (SELECT DISTINCT age_run FROM sel), "
+           "classes AS (SELECT code, ord FROM unnest(:codes) WITH ORDINALITY AS t(code, ord)) "
+           f"SELECT runs.age_run, classes.code AS age_class, count(s.age_class) AS n_craters, {means} "
+           "FROM runs CROSS JOIN classes "
+           "LEFT JOIN sel s ON s.age_run = runs.age_run AND s.age_class = classes.code "
+           "GROUP BY runs.age_run, classes.code, classes.ord ORDER BY runs.age_run, classes.ord")
+    return _frame(conn, sql, {"region": region_wkt(polygon), "codes": list(AGE_CLASS_CODES), "run": age_run},
+                  bind=[bindparam("codes", type_=ARRAY(Text))])
+
+
+def new_craters(conn: Connection, run: str, catalogue: str) -> pd.DataFrame:
+    """Craters of detection run ``run`` that match no crater of reference ``catalogue`` under
+    the rule of ``etl.matching`` (the same rule the detector's evaluator uses)."""
+    sql = (f"SELECT {', '.join('a.' + c.strip() for c in CRATER_COLUMNS.split(','))} FROM crater_atlas a "
+           "WHERE a.run_name = :run AND NOT EXISTS (SELECT 1 FROM reference_atlas r "
+           "WHERE r.catalogue = :catalogue "
+           "AND ST_3DDWithin(r.xyz, a.xyz, deepcraters_chord(deepcraters_match_search_m(a.diameter_km)) "
+           f"* (1 + {_CHORD_SLACK!r}) + 1e-12) "
+           "AND deepcraters_is_match(a.lon, a.lat, a.diameter_km, r.lon, r.lat, r.diameter_km)) "
+           "ORDER BY a.crater_id")
+    return _frame(conn, sql, {"run": run, "catalogue": catalogue})
+
