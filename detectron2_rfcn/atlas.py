@@ -9,8 +9,9 @@ projecting through the mosaic's CRS (``etl.geometry.boxes_px_to_craters``), neve
 
 Which detections a tile may keep: a crater of up to ``max_diameter_px`` (at its level) lies
 wholly inside at least one tile when the tile overlap is at least that size, so boxes that
-touch a tile edge inside the mosaic are partial views and are dropped; boxes outside the
-level's diameter range are left to the level where they fit.
+touch a tile edge are partial views and are dropped (craters cut by the mosaic's own edge
+cannot be measured and are not mapped); boxes outside the level's diameter range are left
+to the level where they fit.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -90,8 +91,10 @@ class CraterPredictor:
         return cls(model)
 
     @torch.no_grad()
-    def __call__(self, channels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``channels`` float32 (C, H, W) -> boxes (N, 4) XYXY px and scores (N,)."""
+    def __call__(self, channels: np.ndarray, tile_grid: PixelGrid | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``channels`` float32 (C, H, W) -> boxes (N, 4) XYXY px and scores (N,). The tile's
+        grid is part of the predictor protocol (georeferenced predictors, such as a catalogue
+        replayed for evaluation, need it); the network does not."""
         _, height, width = channels.shape
         image = torch.from_numpy(np.ascontiguousarray(channels))
         (out,) = self.model([{"image": image, "height": height, "width": width}])
@@ -99,26 +102,28 @@ class CraterPredictor:
         return inst.pred_boxes.tensor.numpy().astype(float), inst.scores.numpy().astype(float)
 
 
-def _keep_tile_boxes(boxes: np.ndarray, window: tuple[int, int, int, int], level_shape: tuple[int, int],
+def _keep_tile_boxes(boxes: np.ndarray, tile_width_px: int, tile_height_px: int,
                      settings: AtlasSettings) -> np.ndarray:
-    """Mask of boxes (tile px) whole inside the tile (unless the edge is the mosaic's) and in range."""
-    col, row, w, h = window
-    height_px, width_px = level_shape
+    """Mask of boxes (tile px) wholly inside the tile and within the level's diameter range.
+
+    A box touching a tile edge is a partial view: inside the mosaic, an overlapping tile
+    holds the whole crater; at the mosaic's own edge the crater cannot be measured and is
+    left out of the atlas."""
     m = settings.edge_margin_px
     x0, y0, x1, y1 = boxes.T
-    inner_left, inner_top = col > 0, row > 0
-    inner_right, inner_bottom = col + w < width_px, row + h < height_px
-    whole = ~((inner_left & (x0 < m)) | (inner_top & (y0 < m))
-              | (inner_right & (x1 > w - m)) | (inner_bottom & (y1 > h - m)))
+    whole = (x0 >= m) & (y0 >= m) & (x1 <= tile_width_px - m) & (y1 <= tile_height_px - m)
     size_px = np.sqrt(np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None))
     in_range = (size_px >= settings.min_diameter_px) & (size_px <= settings.max_diameter_px)
     return whole & in_range
 
 
-def detect_mosaic(predictor: CraterPredictor, dom_path: str | Path, dem_path: str | Path, *,
+def detect_mosaic(predictor: Callable[[np.ndarray, PixelGrid], tuple[np.ndarray, np.ndarray]], dom_path: str | Path, dem_path: str | Path, *,
                   settings: AtlasSettings = AtlasSettings(), assume_crs=None,
                   progress: bool = True) -> pd.DataFrame:
-    """All craters of a DOM + DEM mosaic: lon, lat, diameter_km, score, level-0 pixel box, level."""
+    """All craters of a DOM + DEM mosaic: lon, lat, diameter_km, score, level-0 pixel box, level.
+
+    ``predictor(channels, tile_grid) -> (boxes_xyxy_px, scores)`` sees one tile at a time
+    (usually a :class:`CraterPredictor`)."""
     boxes_all, scores_all, levels_all = [], [], []
     with open_raster(dom_path, assume_crs=assume_crs) as dom_ds, open_raster(dem_path, assume_crs=assume_crs) as dem_ds:
         grid0 = PixelGrid.from_dataset(dom_ds, assume_crs=assume_crs)
@@ -130,8 +135,8 @@ def detect_mosaic(predictor: CraterPredictor, dom_path: str | Path, dem_path: st
         for level, grid, window in tqdm(jobs, desc="atlas tiles", unit="tile", disable=not progress):
             tile_grid = grid.window(*window)
             dom, dem = read_aligned(dom_ds, dem_ds, tile_grid)
-            boxes, scores = predictor(model_channels(dom, dem, tile_grid.pixel_size_m))
-            keep = (scores >= settings.score_threshold) & _keep_tile_boxes(boxes, window, grid.shape, settings)
+            boxes, scores = predictor(model_channels(dom, dem, tile_grid.pixel_size_m), tile_grid)
+            keep = (scores >= settings.score_threshold) & _keep_tile_boxes(boxes, window[2], window[3], settings)
             if keep.any():
                 col, row = window[0], window[1]
                 boxes_all.append((boxes[keep] + [col, row, col, row]) * level)

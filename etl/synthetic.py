@@ -59,8 +59,9 @@ EJECTA_REACH_RADII = 3.0
 #: (excavation); it fades to nothing just past the rim.
 ERASE_INNER_FRAC, ERASE_OUTER_FRAC = 0.8, 1.05
 #: A younger, larger crater whose rim encloses an older crater's centre within this
-#: fraction of its radius has obliterated it: the older one leaves the catalogue.
-OBLITERATION_FRAC = 0.8
+#: fraction of its radius has obliterated it (the centre lies where the newcomer excavated):
+#: the older one leaves the catalogue.
+OBLITERATION_FRAC = 0.9
 #: Reach of the rays of fresh craters, in radii, and the largest ray window, in pixels.
 RAY_REACH_RADII, RAY_MAX_REACH_PX = 10.0, 600
 
@@ -579,8 +580,8 @@ def write_world(world: SyntheticWorld, out_dir: str | Path) -> WorldSummary:
     _write_tif(paths["dem.tif"], world.dem_m, world, DEM_NODATA, "elevation", "metre")
     _write_tif(paths["units.tif"], world.units, world, UNITS_NODATA, "geologic unit: 0 highlands, 1 maria")
     cat = world.catalogue.drop(columns=["catalogued", "obliterated_by"])
-    cat.to_csv(paths["catalogue.csv"], index=False, float_format="%.8g")
-    world.craters.to_csv(paths["craters_all.csv"], index=False, float_format="%.8g")
+    cat.to_csv(paths["catalogue.csv"], index=False, float_format="%.10g")
+    world.craters.to_csv(paths["craters_all.csv"], index=False, float_format="%.10g")
     counts = {c.code: int((cat["age_class"] == c.code).sum()) for c in AgeClass}
     meta = {
         "generator": "etl.synthetic.generate_world",

@@ -1,0 +1,233 @@
+"""Every atlas query against brute force on the sphere (haversine, R = 1,737,400 m), with
+points at the poles and on both sides of the antimeridian, on the real PostGIS server."""
+from __future__ import annotations
+
+import json
+import math
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from shapely.geometry import Point
+
+from atlas_db import queries as Q
+from atlas_db.synthetic import age_provenance, atlas_provenance, synthetic_ages, synthetic_atlas, synthetic_catalogue
+from etl.age_classes import AGE_CLASS_CODES
+from etl.contracts import PROB_COLUMNS
+from etl.load import load_ages_frame, load_atlas_frame, load_reference_frame
+from etl.matching import is_match
+from etl.moon import MOON_RADIUS_KM, great_circle_distance_m
+
+N = 4000
+# Query centres: both poles, both sides of the antimeridian, and ordinary places.
+CENTRES = [(0.0, 90.0), (123.0, -90.0), (179.9, 0.0), (-179.9, 12.0), (180.0 - 1e-9, -45.0), (0.0, 0.0),
+           (-60.0, 75.0), (45.0, -30.0)]
+# Boundary tolerance: craters this close (km) to a radius are not asserted either way.
+EPS_KM = 1e-6
+
+
+def _special_points() -> pd.DataFrame:
+    lon = [0.0, 77.0, -180.0, 179.999, -179.999, 179.5, -179.5, 0.0, 10.0, 170.0, -170.0, -45.0]
+    lat = [90.0, -90.0, 0.0, 1.0, -1.0, 89.9, -89.9, -89.999, 89.999, 80.0, -80.0, 0.0]
+    return pd.DataFrame({"lon": lon, "lat": lat, "diameter_km": np.linspace(1.0, 30.0, len(lon))})
+
+
+@pytest.fixture(scope="module")
+def world(atlas_engine):
+    run = f"qtest-{uuid.uuid4().hex[:8]}"
+    cat = pd.concat([synthetic_catalogue(N, seed=11), _special_points()], ignore_index=True)
+    atlas = synthetic_atlas(len(cat), run, seed=11, catalogue=cat)
+    load_atlas_frame(atlas, atlas_provenance(run), engine=atlas_engine)
+    ages = synthetic_ages(atlas["crater_id"], seed=5)
+    age_run = f"{run}-ages"
+    load_ages_frame(ages, age_provenance(age_run, run), engine=atlas_engine)
+    with atlas_engine.connect() as conn:
+        yield {"run": run, "age_run": age_run, "atlas": atlas, "ages": ages, "conn": conn}
+
+
+def _dist_km(df, lon, lat):
+    return great_circle_distance_m(df["lon"].to_numpy(), df["lat"].to_numpy(), lon, lat) / 1000.0
+
+
+@pytest.mark.parametrize("radius_km", [50.0, 400.0, 3000.0])
+def test_radius_matches_brute_force(world, radius_km):
+    atlas, checked = world["atlas"], 0
+    for lon, lat in CENTRES:
+        got = Q.craters_within(world["conn"], lon, lat, radius_km, run=world["run"])
+        d = _dist_km(atlas, lon, lat)
+        sure_in = set(atlas["crater_id"][d < radius_km - EPS_KM])
+        sure_out = set(atlas["crater_id"][d > radius_km + EPS_KM])
+        ids = set(got["crater_id"])
+        assert sure_in <= ids, f"missed {len(sure_in - ids)} craters around {lon, lat}"
+        assert not ids & sure_out
+        np.testing.assert_allclose(got["distance_km"].to_numpy(float), _dist_km(got, lon, lat), rtol=1e-9, atol=1e-9)
+        assert got["distance_km"].is_monotonic_increasing
+        checked += len(sure_in)
+    assert checked > 0
+
+
+def test_radius_finds_craters_across_antimeridian_and_pole(world):
+    near_180 = Q.craters_within(world["conn"], 179.99, 0.0, 100.0, run=world["run"])
+    assert (near_180["lon"] < 0).any() and (near_180["lon"] > 0).any()
+    # Every crater within 30 km of the north pole, whatever its longitude.
+    polar = Q.craters_within(world["conn"], -100.0, 90.0, 30.0, run=world["run"])
+    expected = world["atlas"][_dist_km(world["atlas"], 0.0, 90.0) <= 30.0 - EPS_KM]
+    assert set(expected["crater_id"]) <= set(polar["crater_id"]) and len(expected) >= 3
+
+
+@pytest.mark.parametrize("k", [1, 10])
+def test_nearest_matches_brute_force(world, k):
+    atlas = world["atlas"]
+    for lon, lat in CENTRES:
+        got = Q.nearest_craters(world["conn"], lon, lat, k=k, run=world["run"])
+        expected = np.sort(_dist_km(atlas, lon, lat))[:k]
+        assert len(got) == k
+        np.testing.assert_allclose(got["distance_km"].to_numpy(), expected, rtol=1e-9, atol=1e-6)
+
+
+def _in_polygon_brute(atlas, polygon) -> set:
+    """Points covered by the polygon, trying each point at lon, lon - 360 and lon + 360."""
+    pts = [shapely.points(atlas["lon"] + s, atlas["lat"]) for s in (-360.0, 0.0, 360.0)]
+    mask = np.zeros(len(atlas), dtype=bool)
+    for p in pts:
+        mask |= shapely.covers(polygon, p)
+    return set(atlas["crater_id"][mask])
+
+
+def _near_boundary(atlas, polygon, tol_deg=1e-7) -> set:
+    d = np.min([shapely.distance(polygon.boundary, shapely.points(atlas["lon"] + s, atlas["lat"]))
+                for s in (-360.0, 0.0, 360.0)], axis=0)
+    return set(atlas["crater_id"][d < tol_deg])
+
+
+BOXES = [
+    (170.0, -20.0, -170.0, 20.0),    # crosses the antimeridian
+    (350.0, -10.0, 10.0, 10.0),      # 0..360 longitudes, crosses 0
+    (-180.0, 80.0, 180.0, 90.0),     # polar cap, full width
+    (-30.0, -90.0, 60.0, -70.0),     # touches the south pole
+    (10.0, 5.0, 40.0, 35.0),         # ordinary
+]
+
+
+@pytest.mark.parametrize("box", BOXES)
+def test_box_matches_brute_force(world, box):
+    lon_min, lat_min, lon_max, lat_max = box
+    atlas = world["atlas"]
+    got = set(Q.craters_in_box(world["conn"], *box, run=world["run"])["crater_id"])
+    width = (lon_max - lon_min) % 360.0 if lon_max - lon_min < 360 else 360.0
+    dlon = (atlas["lon"] - lon_min) % 360.0
+    in_lon = (dlon <= width) if width < 360 else np.ones(len(atlas), bool)
+    expected = set(atlas["crater_id"][in_lon & (atlas["lat"] >= lat_min) & (atlas["lat"] <= lat_max)])
+    assert len(expected) > 0
+    assert got == expected
+
+
+def test_polygon_wkt_and_geojson_across_antimeridian(world):
+    atlas = world["atlas"]
+    wkt = "POLYGON((160 -30, 200 -25, 195 40, 165 20, 160 -30))"
+    poly = shapely.from_wkt(wkt)
+    expected = _in_polygon_brute(atlas, poly)
+    ambiguous = _near_boundary(atlas, poly)
+    got = set(Q.craters_in_polygon(world["conn"], wkt, run=world["run"])["crater_id"])
+    assert expected and (got ^ expected) <= ambiguous
+    assert any(atlas.set_index("crater_id").loc[list(got), "lon"] < 0)  # found on the far side of 180
+    geojson = json.dumps({"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(poly)})
+    assert set(Q.craters_in_polygon(world["conn"], geojson, run=world["run"])["crater_id"]) == got
+
+
+def test_polygon_around_pole(world):
+    atlas = world["atlas"]
+    poly = shapely.from_wkt("POLYGON((-180 70, 180 70, 180 90, -180 90, -180 70))")
+    got = set(Q.craters_in_polygon(world["conn"], poly, run=world["run"])["crater_id"])
+    assert got == _in_polygon_brute(atlas, poly) and len(got) > 10
+
+
+@pytest.mark.parametrize("box", [(10.0, 0.0, 20.0, 10.0), (170.0, 60.0, -170.0, 90.0), (-180.0, -90.0, 180.0, 90.0)])
+def test_region_area_matches_analytic_box(world, box):
+    lon_min, lat_min, lon_max, lat_max = box
+    width = math.radians((lon_max - lon_min) % 360.0 if lon_max - lon_min < 360 else 360.0)
+    exact = MOON_RADIUS_KM ** 2 * width * (math.sin(math.radians(lat_max)) - math.sin(math.radians(lat_min)))
+    got = Q.region_area_km2(world["conn"], Q.box_wkt(*box))
+    assert got == pytest.approx(exact, rel=1e-9)
+
+
+def test_size_frequency_matches_brute_force(world):
+    box = (150.0, -40.0, -150.0, 40.0)
+    atlas = world["atlas"]
+    wkt = Q.box_wkt(*box)
+    inside = atlas[atlas["crater_id"].isin(_in_polygon_brute(atlas, shapely.from_wkt(wkt)))]
+    bins = [1.0, 2.0, 5.0, 10.0, 50.0]
+    got = Q.size_frequency(world["conn"], wkt, diameters_km=bins, run=world["run"])
+    area = MOON_RADIUS_KM ** 2 * math.radians(60.0) * 2 * math.sin(math.radians(40.0))
+    expected = [(inside["diameter_km"] >= d).sum() for d in bins]
+    assert got["diameter_km"].tolist() == bins
+    assert got["n_cumulative"].tolist() == expected and expected[0] > 100
+    np.testing.assert_allclose(got["density_per_km2"], np.array(expected) / area, rtol=1e-9)
+    default = Q.size_frequency(world["conn"], wkt, run=world["run"])
+    assert default["n_cumulative"].is_monotonic_decreasing and (default["n_cumulative"] > 0).all()
+    assert default["n_cumulative"].iloc[0] == len(inside)  # smallest bin 1/16 km holds every crater
+
+
+def test_age_class_summary_matches_pandas(world):
+    atlas, ages = world["atlas"], world["ages"]
+    wkt = "POLYGON((-60 -60, 60 -60, 60 60, -60 60, -60 -60))"
+    ids = _in_polygon_brute(atlas, shapely.from_wkt(wkt))
+    sel = ages[ages["crater_id"].isin(ids)]
+    got = Q.age_class_summary(world["conn"], wkt, age_run=world["age_run"])
+    assert got["age_class"].tolist() == list(AGE_CLASS_CODES)
+    for _, row in got.iterrows():
+        part = sel[sel["age_class"] == row["age_class"]]
+        assert row["n_craters"] == len(part)
+        for p in PROB_COLUMNS:
+            assert row[f"mean_{p}"] == pytest.approx(part[p].mean(), rel=1e-9)
+    assert got["n_craters"].sum() == len(sel) > 100
+
+
+def test_new_craters_use_the_evaluator_rule(world, atlas_engine):
+    """'New' craters = no reference crater matches, by etl.matching's rule, checked pairwise."""
+    rng = np.random.default_rng(3)
+    atlas = world["atlas"].iloc[:600]
+    # A reference catalogue: some atlas craters shifted/rescaled inside and outside the rule.
+    pick = atlas.sample(400, random_state=1)
+    shift_frac = rng.uniform(0.0, 0.9, len(pick))
+    bearing = rng.uniform(0, 2 * np.pi, len(pick))
+    dist_deg = np.degrees(shift_frac * pick["diameter_km"].to_numpy() / MOON_RADIUS_KM)
+    ref = pd.DataFrame({
+        "lon": (pick["lon"].to_numpy() + dist_deg * np.sin(bearing) / np.maximum(np.cos(np.radians(pick["lat"])), 0.05)
+                + 180.0) % 360.0 - 180.0,
+        "lat": np.clip(pick["lat"].to_numpy() + dist_deg * np.cos(bearing), -90, 90),
+        "diameter_km": pick["diameter_km"].to_numpy() * rng.uniform(0.5, 2.0, len(pick)),
+    })
+    name = f"ref-{uuid.uuid4().hex[:8]}"
+    load_reference_frame(ref, name, engine=atlas_engine)
+    got = set(Q.new_craters(world["conn"], world["run"], name)["crater_id"])
+    full = world["atlas"]
+    matched = np.zeros(len(full), dtype=bool)
+    for _, r in ref.iterrows():
+        matched |= is_match(full["lon"], full["lat"], full["diameter_km"], r["lon"], r["lat"], r["diameter_km"])
+    expected = set(full["crater_id"][~matched])
+    assert got == expected
+    assert 0 < matched.sum() < 400  # the rule both accepts and rejects some shifted copies
+
+
+def test_rim_view_is_a_circle_on_the_sphere(world):
+    rows = world["conn"].exec_driver_sql(
+        "SELECT lon, lat, diameter_km, ST_AsText(r.rim) FROM crater_rims r JOIN crater_atlas a USING (crater_pk) "
+        "WHERE a.run_name = %(run)s ORDER BY a.diameter_km DESC LIMIT 20", {"run": world["run"]}).fetchall()
+    assert len(rows) == 20
+    for lon, lat, d, wkt in rows:
+        ring = np.asarray(shapely.from_wkt(wkt).exterior.coords)
+        np.testing.assert_allclose(great_circle_distance_m(ring[:, 0], ring[:, 1], lon, lat) / 1000.0, d / 2,
+                                   rtol=1e-9)
+
+
+def test_region_inputs_are_checked():
+    with pytest.raises(ValueError, match="Polygon"):
+        Q.region_wkt("POINT(1 2)")
+    with pytest.raises(ValueError, match="latitudes"):
+        Q.region_wkt("POLYGON((0 0, 1 0, 1 95, 0 0))")
+    with pytest.raises(ValueError, match="not valid"):
+        Q.region_wkt("POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))")
+    assert Point(175, 0).within(shapely.from_wkt(Q.box_wkt(170, -1, -170, 1)))
