@@ -19,7 +19,9 @@ SDIST = "pb1-detectron2==0.6"
 
 
 def already_installed() -> bool:
-    probe = "import detectron2, detectron2.layers, detectron2.modeling; print(detectron2.__version__)"
+    # collect_env_info is what Detectron2's default_setup logs first: it must work too.
+    probe = ("import detectron2, detectron2.layers, detectron2.modeling; "
+             "from detectron2.utils.collect_env import collect_env_info; collect_env_info()")
     return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
 
 
@@ -39,9 +41,13 @@ def patch(src: Path) -> None:
 
     # detectron2.layers imports ``from detectron2 import _C`` at import time (rotated boxes,
     # deformable conv): a placeholder module lets the import succeed and makes any use of
-    # those C++ ops fail with a clear message.
+    # those C++ ops fail with a clear message. It answers the build questions that
+    # collect_env_info (logged by default_setup) asks.
     (src / "detectron2" / "_C.py").write_text(
         '"""Placeholder for detectron2\'s C++ extension, which this build does not include."""\n\n\n'
+        "def get_compiler_version():\n    return 'none: built without C++ ops'\n\n\n"
+        "def get_cuda_version():\n    return 'none: built without C++ ops'\n\n\n"
+        "def has_cuda():\n    return False\n\n\n"
         "def __getattr__(name):\n"
         "    raise NotImplementedError(\n"
         "        f'detectron2._C.{name} is not available: this detectron2 was built without its C++ ops '\n"
