@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("etl.commands.synth:main", "write a synthetic lunar study area (DOM, DEM, catalogue, units)"),
     "tiles": ("etl.commands.tiles:main", "cut mosaics + catalogue into a Detectron2-ready tile dataset"),
     "figure": ("etl.commands.figure:main", "draw a DOM/DEM tile with its catalogue boxes to a PNG"),
+    "atlas": ("etl.commands.atlas:main", "detect every crater of a DOM + DEM mosaic with a trained R-FCN"),
     "load": ("etl.load:main", "validate atlas/age files and load them into PostGIS (idempotent)"),
     "query": ("atlas_db.cli:main", "spatial queries on the crater atlas in PostGIS"),
     "db": ("atlas_db.cli:db_main", "create / migrate the atlas schema and its roles"),

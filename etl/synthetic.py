@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from scipy.spatial import cKDTree
 
 from etl.age_classes import AgeClass
 from etl.moon import MOON_RADIUS_M, unit_vector
+from etl.provenance import code_version
 
 #: Nodata values written into the GeoTIFFs (valid DOM pixels are 1..255).
 DOM_NODATA = 0
@@ -171,30 +171,6 @@ class WorldSummary:
     size_px: tuple[int, int]        # (width, height)
     pixel_size_m: float
     counts_by_age_class: dict[str, int] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- provenance
-
-
-def code_version() -> str:
-    """Package version, plus the git commit (and '+dirty') when run from a checkout."""
-    try:
-        from importlib.metadata import version
-
-        v = version("deepcraters")
-    except Exception:  # not installed: still say something
-        v = "0+unknown"
-    try:
-        root = Path(__file__).resolve().parents[1]
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5)
-        if sha.returncode == 0 and sha.stdout.strip():
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                   capture_output=True, text=True, timeout=5)
-            v += f"+g{sha.stdout.strip()}" + (".dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return v
 
 
 # --------------------------------------------------------------------------- grid
@@ -626,6 +602,6 @@ def load_world_params(world_json: str | Path) -> WorldParams:
 
 
 __all__ = [
-    "SyntheticWorld", "WorldParams", "WorldSummary", "code_version", "crater_profile_m", "crater_shape_km",
+    "SyntheticWorld", "WorldParams", "WorldSummary", "crater_profile_m", "crater_shape_km",
     "generate_world", "load_world_params", "synthesize_world", "world_crs", "world_grid", "write_world",
 ]

@@ -214,7 +214,7 @@ def test_new_craters_use_the_evaluator_rule(world, atlas_engine):
 
 def test_rim_view_is_a_circle_on_the_sphere(world):
     rows = world["conn"].exec_driver_sql(
-        "SELECT lon, lat, diameter_km, ST_AsText(r.rim) FROM crater_rims r JOIN crater_atlas a USING (crater_pk) "
+        "SELECT a.lon, a.lat, a.diameter_km, ST_AsText(r.rim) FROM crater_rims r JOIN crater_atlas a USING (crater_pk) "
         "WHERE a.run_name = %(run)s ORDER BY a.diameter_km DESC LIMIT 20", {"run": world["run"]}).fetchall()
     assert len(rows) == 20
     for lon, lat, d, wkt in rows:

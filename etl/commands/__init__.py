@@ -1,1 +1,2 @@
-"""Thin command modules behind ``deepcraters SUBCOMMAND``."""
+"""The command line's modules (``deepcraters SUBCOMMAND``): the top floor. They may import any
+package (lazily, inside ``main``, so ``--help`` stays fast); no package imports them."""

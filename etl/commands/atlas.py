@@ -1,0 +1,63 @@
+"""``deepcraters atlas``: detect every crater of a DOM + DEM mosaic with a trained R-FCN."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deepcraters atlas",
+        description="Sweep a whole DOM + DEM mosaic (any size: tiles are read lazily) at one or more "
+                    "pyramid levels with a trained R-FCN, merge the detections of overlapping tiles and "
+                    "levels, and write the atlas (lon, lat, diameter_km, score, pixel box, level) with its "
+                    "provenance. The file type follows the suffix: .gpkg, .parquet or .csv.",
+        epilog="example:\n  deepcraters atlas --config-file configs/rfcn_timm_R_18_os16_cpu.yaml \\\n"
+               "      --weights output/rfcn/model_final.pth --dom dom.tif --dem dem.tif --out atlas.gpkg",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, help="the detector's YAML (as used for training)")
+    p.add_argument("--weights", required=True, help="trained weights (.pth / .pkl)")
+    p.add_argument("--dom", required=True, type=Path, help="orthophoto mosaic (GeoTIFF, lunar CRS)")
+    p.add_argument("--dem", required=True, type=Path, help="elevation mosaic (GeoTIFF, lunar CRS; resampled "
+                                                           "onto the DOM grid when it differs)")
+    p.add_argument("--out", required=True, type=Path, help="atlas file to write (.gpkg, .parquet, .csv)")
+    p.add_argument("--run-name", default=None, help="detection run name (default: the output file's stem)")
+    p.add_argument("--assume-crs", default=None,
+                   help="lunar CRS for mosaics that lack one (e.g. IAU_2015:30100); never needed otherwise")
+    p.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4], help="pyramid downsample factors")
+    p.add_argument("--tile-size", type=int, default=512, help="tile side, px")
+    p.add_argument("--overlap", type=int, default=128, help="tile overlap, px (>= --max-diameter)")
+    p.add_argument("--min-diameter", type=float, default=8.0, help="smallest crater kept at a level, px")
+    p.add_argument("--max-diameter", type=float, default=128.0, help="largest crater kept at a level, px")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="minimum detection score")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for path in (args.dom, args.dem, Path(args.weights), Path(args.config_file)):
+        if not path.exists():
+            print(f"deepcraters atlas: {path}: no such file", file=sys.stderr)
+            return 2
+    from detectron2_rfcn.atlas import AtlasSettings, write_mosaic_atlas
+    from detectron2_rfcn.config import get_rfcn_cfg
+    from etl.contracts import ContractError
+    from etl.geometry import LunarCRSError
+    from etl.rasters import RasterError
+
+    try:
+        settings = AtlasSettings(levels=tuple(args.levels), tile_size_px=args.tile_size, overlap_px=args.overlap,
+                                 min_diameter_px=args.min_diameter, max_diameter_px=args.max_diameter,
+                                 score_threshold=args.score_threshold)
+        cfg = get_rfcn_cfg(args.config_file, args.opts)
+        atlas = write_mosaic_atlas(cfg, args.weights, args.dom, args.dem, args.out,
+                                   run_name=args.run_name or args.out.stem, settings=settings,
+                                   assume_crs=args.assume_crs, progress=not args.quiet)
+    except (ValueError, RasterError, LunarCRSError, ContractError) as exc:
+        print(f"deepcraters atlas: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {len(atlas)} craters")
+    return 0
