@@ -182,6 +182,7 @@ def _upsert_sql(table: str, key: list[str], fixed: dict, columns: list[str], sou
     target = list(fixed) + columns
     values = list(fixed.values()) + [sql.SQL("s.") + I(c) for c in columns]  # fixed: Composables
     update = [c for c in target if c not in key]
+    src = sql.SQL(source) if isinstance(source, str) else source
     return sql.SQL(
         "WITH up AS (INSERT INTO {t} AS t ({cols}) SELECT {vals} FROM {src} "
         "ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new}) "
@@ -189,11 +190,25 @@ def _upsert_sql(table: str, key: list[str], fixed: dict, columns: list[str], sou
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
     ).format(
         t=I(table), cols=sql.SQL(", ").join(map(I, target)), vals=sql.SQL(", ").join(values),
-        src=sql.SQL(source), key=sql.SQL(", ").join(map(I, key)),
+        src=src, key=sql.SQL(", ").join(map(I, key)),
         sets=sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(I(c), I(c)) for c in update),
         old=sql.SQL(", ").join(sql.SQL("t.") + I(c) for c in update),
         new=sql.SQL(", ").join(sql.SQL("EXCLUDED.") + I(c) for c in update),
     )
+
+
+def _changed_rows(stage: str, table: str, scope: tuple[str, int], key: str, columns: list[str]):
+    """Staged rows that are new or differ from the stored row: one hash anti-join, so a re-run
+    with nothing changed costs a join instead of a speculative insert per row. ON CONFLICT
+    still guards rows that a concurrent load inserts meanwhile."""
+    from psycopg2 import sql
+
+    I = sql.Identifier  # noqa: E741
+    return sql.SQL("(SELECT s.* FROM {stage} s LEFT JOIN {table} t ON t.{scope} = {val} AND t.{key} = s.{key} "
+                   "WHERE t.{key} IS NULL OR ({old}) IS DISTINCT FROM ({new})) s").format(
+        stage=I(stage), table=I(table), scope=I(scope[0]), val=sql.Literal(scope[1]), key=I(key),
+        old=sql.SQL(", ").join(sql.SQL("t.") + I(c) for c in columns if c != key),
+        new=sql.SQL(", ").join(sql.SQL("s.") + I(c) for c in columns if c != key))
 
 
 def _lit(value):
@@ -249,8 +264,16 @@ def _check_schema(conn, url_text: str) -> None:
         raise RuntimeError(f"no atlas schema in {url_text}: run 'deepcraters db upgrade' first")
 
 
+_ANALYZE_AFTER = {"atlas": "craters", "ages": "age_estimates", "reference": "reference_craters"}
+
+
 def _transaction(url, engine, body):
-    """Run ``body(conn, cur)`` in one transaction; returns its result."""
+    """Run ``body(conn, cur)`` in one transaction; returns its result. After a commit that
+    changed rows, refresh the planner's statistics (outside the load's transaction, so
+    concurrent loads never queue on ANALYZE): without them a freshly filled table gets
+    nested-loop plans that are orders of magnitude slower."""
+    from psycopg2 import sql
+
     from atlas_db.engine import safe_url
 
     eng, owned = _engine(url, engine)
@@ -258,7 +281,13 @@ def _transaction(url, engine, body):
         with eng.begin() as conn:
             _check_schema(conn, safe_url(eng.url))
             cur = conn.connection.dbapi_connection.cursor()
-            return body(conn, cur)
+            result = body(conn, cur)
+        if result.inserted + result.updated + result.deleted > 0:
+            with eng.connect() as conn:
+                cur = conn.connection.dbapi_connection.cursor()
+                cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(_ANALYZE_AFTER[result.kind])))
+                conn.commit()
+        return result
     finally:
         if owned:
             eng.dispose()
@@ -285,7 +314,7 @@ def load_atlas_frame(df: pd.DataFrame, provenance: AtlasProvenance, url: str | N
         copy_frame(cur, "stage_craters", df, ATLAS_COLUMNS, progress, desc=f"COPY {provenance.run_name}")
         cur.execute("ANALYZE stage_craters")
         cur.execute(_upsert_sql("craters", ["run_id", "crater_id"], {"run_id": _lit(run_id)}, cols,
-                                "stage_craters s"))
+                                _changed_rows("stage_craters", "craters", ("run_id", run_id), "crater_id", cols)))
         inserted, updated = cur.fetchone()
         cur.execute("DELETE FROM craters t WHERE t.run_id = %s AND NOT EXISTS "
                     "(SELECT 1 FROM stage_craters s WHERE s.crater_id = t.crater_id)", (run_id,))
@@ -337,7 +366,8 @@ def load_ages_frame(df: pd.DataFrame, provenance: AgeProvenance, url: str | None
         cur.execute("ANALYZE stage_ages")
         cur.execute(_upsert_sql("age_estimates", ["age_run_id", "crater_pk"],
                                 {"age_run_id": _lit(age_run_id), "crater_pk": _col("s", "crater_pk")}, value_cols,
-                                "stage_ages s"))
+                                _changed_rows("stage_ages", "age_estimates", ("age_run_id", age_run_id), "crater_pk",
+                                              value_cols)))
         inserted, updated = cur.fetchone()
         cur.execute("DELETE FROM age_estimates t WHERE t.age_run_id = %s AND NOT EXISTS "
                     "(SELECT 1 FROM stage_ages s WHERE s.crater_pk = t.crater_pk)", (age_run_id,))
@@ -363,7 +393,8 @@ def load_reference_frame(df: pd.DataFrame, name: str, url: str | None = None, *,
         copy_frame(cur, "stage_reference", df, REFERENCE_COLUMNS, progress, desc=f"COPY {name}")
         cur.execute("ANALYZE stage_reference")
         cur.execute(_upsert_sql("reference_craters", ["catalogue_id", "ref_id"], {"catalogue_id": _lit(cat_id)},
-                                value_cols, "stage_reference s"))
+                                value_cols, _changed_rows("stage_reference", "reference_craters",
+                                                          ("catalogue_id", cat_id), "ref_id", value_cols)))
         inserted, updated = cur.fetchone()
         cur.execute("DELETE FROM reference_craters t WHERE t.catalogue_id = %s AND NOT EXISTS "
                     "(SELECT 1 FROM stage_reference s WHERE s.ref_id = t.ref_id)", (cat_id,))

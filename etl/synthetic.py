@@ -484,8 +484,9 @@ def synthesize_world(params: WorldParams | None = None, *, progress: bool = Fals
     obliterated_by = np.full(n, -1)
     for j, near in enumerate(tree.query_ball_point(xyz, OBLITERATION_FRAC * radius_m)):
         for i in near:
-            if age[i] > age[j] and diam_px[i] < diam_px[j] and (obliterated_by[i] < 0 or age[j] > age[obliterated_by[i]]):
-                obliterated_by[i] = j  # the first (oldest) younger crater that erased it
+            if age[i] > age[j] and diam_px[i] < diam_px[j]:
+                if obliterated_by[i] < 0 or age[j] > age[obliterated_by[i]]:
+                    obliterated_by[i] = j  # the first (oldest) younger crater that erased it
     catalogued = (kept >= p.min_visible_fraction) & (obliterated_by < 0)
 
     # DOM: hillshade x albedo (maria dark, fresh craters bright with rays) + a little noise.

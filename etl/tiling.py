@@ -107,7 +107,8 @@ def split_counts(n_regions: int, fractions) -> list[int]:
     every split with a positive fraction when there are enough regions."""
     f = np.asarray(fractions, dtype=float)
     if len(f) != len(SPLITS) or (f < 0).any() or f.sum() <= 0:
-        raise ValueError(f"split fractions must be {len(SPLITS)} non-negative numbers (train, val, test), got {fractions}")
+        raise ValueError(f"split fractions must be {len(SPLITS)} non-negative numbers (train, val, test), "
+                         f"got {fractions}")
     f = f / f.sum()
     raw = f * n_regions
     counts = np.floor(raw).astype(int)
@@ -387,8 +388,7 @@ def build_dataset(dom_path, dem_path, catalogue, out_dir, *, tile_size_px: int =
             "generator": "etl.tiling.build_dataset",
             "code_version": code_version(),
             "parameters": {
-                "catalogue": catalogue if isinstance(catalogue, (str, os.PathLike)) and not isinstance(
-                    catalogue, pd.DataFrame) else "<DataFrame>",
+                "catalogue": "<DataFrame>" if isinstance(catalogue, pd.DataFrame) else os.path.abspath(catalogue),
                 "n_craters": int(len(cat)), "tile_size_px": int(tile_size_px), "overlap_px": int(overlap_px),
                 "levels": list(levels), "min_diameter_px": float(min_diameter_px),
                 "max_diameter_px": float(max_diameter_px), "split_fractions": [float(v) for v in split_fractions],
@@ -399,7 +399,6 @@ def build_dataset(dom_path, dem_path, catalogue, out_dir, *, tile_size_px: int =
             },
         },
     }
-    meta["created_by"]["parameters"]["catalogue"] = str(meta["created_by"]["parameters"]["catalogue"])
     summary.dataset_json.write_text(json.dumps(meta, indent=2) + "\n")
     return summary
 

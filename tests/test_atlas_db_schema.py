@@ -1,0 +1,143 @@
+"""Schema, migrations, the read-only role and the ``query`` / ``db`` commands on the real server."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from atlas_db import queries as Q
+from atlas_db.cli import db_main
+from atlas_db.cli import main as query_main
+from atlas_db.engine import get_engine
+from atlas_db.migrate import upgrade
+from atlas_db.models import Base
+from atlas_db.synthetic import atlas_provenance, synthetic_atlas
+from atlas_db.views import VIEWS, ensure_reader_role
+from etl.load import load_atlas_frame
+from etl.moon import MOON_SRID
+
+
+def test_upgrade_is_idempotent_and_at_head(atlas_url):
+    assert upgrade(atlas_url) == upgrade(atlas_url) == "0001"
+
+
+def test_migrations_match_the_models(atlas_engine):
+    """Autogenerate finds nothing to do: the shipped migration builds exactly the models."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from geoalchemy2 import alembic_helpers
+
+    with atlas_engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"include_object": alembic_helpers.include_object,
+                                                     "compare_type": True})
+        diff = [d for d in compare_metadata(ctx, Base.metadata) if not _is_foreign(d)]
+    diff = [d for d in diff if not (isinstance(d, list) and all(_same_geometry(x) for x in d))]
+    assert diff == []
+
+
+def _same_geometry(change) -> bool:
+    """GeoAlchemy2 reflects SRID 0 ("none", as PostGIS stores it) as -1 ("none", its default)."""
+    if change[0] != "modify_type":
+        return False
+    old, new = change[5], change[6]
+    return (getattr(old, "geometry_type", None) == getattr(new, "geometry_type", "?")
+            and old.dimension == new.dimension and {old.srid, new.srid} <= {0, -1})
+
+
+def _is_foreign(d) -> bool:
+    """Tables in the shared test database that belong to other modules of the project."""
+    if isinstance(d, tuple) and d[0] == "remove_table":
+        return d[1].name not in Base.metadata.tables
+    if isinstance(d, tuple) and d[0] == "remove_index":
+        return d[1].table.name not in Base.metadata.tables
+    return False
+
+
+def test_geometry_columns_use_the_moon_srid(atlas_engine):
+    with atlas_engine.connect() as conn:
+        rows = dict(conn.execute(text(
+            "SELECT f_table_name || '.' || f_geometry_column, srid FROM geometry_columns "
+            "WHERE f_table_name IN ('craters', 'reference_craters')")).fetchall())
+    assert rows == {"craters.geom": MOON_SRID, "craters.xyz": 0,
+                    "reference_craters.geom": MOON_SRID, "reference_craters.xyz": 0}
+
+
+@pytest.fixture
+def reader_url(atlas_url, atlas_engine):
+    role = f"dc_reader_test_{uuid.uuid4().hex[:8]}"
+    with atlas_engine.begin() as conn:
+        ensure_reader_role(conn, role)
+    yield make_url(atlas_url).set(username=role, password=None).render_as_string(hide_password=False)
+    with atlas_engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
+        conn.exec_driver_sql(f'DROP ROLE "{role}"')
+
+
+def test_reader_role_selects_views_and_nothing_else(reader_url, atlas_engine):
+    run = f"reader-{uuid.uuid4().hex[:8]}"
+    df = synthetic_atlas(200, run, seed=9)
+    load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
+    engine = get_engine(reader_url)
+    try:
+        with engine.connect() as conn:
+            for view in VIEWS:
+                conn.execute(text(f"SELECT * FROM {view} LIMIT 1"))  # every view is readable
+            near = Q.nearest_craters(conn, 0.0, 0.0, k=5, run=run)  # and the query functions work
+            assert len(near) == 5
+        denied = [
+            "SELECT * FROM craters LIMIT 1",
+            "SELECT * FROM detection_runs LIMIT 1",
+            "INSERT INTO detection_runs (run_name, model, config_hash, source_mosaics, code_version, created_at) "
+            "VALUES ('x', 'm', 'h', '{a}', 'v', now())",
+            f"DELETE FROM craters WHERE crater_id = '{df.crater_id[0]}'",
+            "CREATE TABLE evil (x int)",
+            "INSERT INTO reference_catalogues (name) VALUES ('evil')",
+        ]
+        for stmt in denied:
+            with engine.connect() as conn:
+                with pytest.raises(DBAPIError) as err:
+                    conn.execute(text(stmt))
+                assert err.value.orig.pgcode in ("42501", "25006"), stmt  # insufficient privilege / read-only
+    finally:
+        engine.dispose()
+    with atlas_engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM crater_atlas WHERE run_name = :r"), {"r": run}).scalar()
+    assert n == 200
+
+
+def test_query_cli_outputs(atlas_url, atlas_engine, capsys, tmp_path):
+    run = f"cli-{uuid.uuid4().hex[:8]}"
+    df = synthetic_atlas(300, run, seed=4)
+    load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
+    lon, lat = float(df.lon[0]), float(df.lat[0])
+    out = tmp_path / "near.geojson"
+    assert query_main(["nearest", "--lon", str(lon), "--lat", str(lat), "-k", "3", "--run", run,
+                       "--db", atlas_url, "--format", "geojson", "-o", str(out)]) == 0
+    fc = json.loads(out.read_text())
+    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 3
+    assert fc["features"][0]["properties"]["crater_id"] == df.crater_id[0]
+    assert fc["features"][0]["geometry"]["coordinates"] == [lon, lat]
+    assert query_main(["box", "--lon-min", "170", "--lat-min", "-90", "--lon-max", "-170", "--lat-max", "90",
+                       "--run", run, "--db", atlas_url, "--format", "csv"]) == 0
+    csv = capsys.readouterr().out.splitlines()
+    expected = ((df.lon >= 170) | (df.lon <= -170)).sum()
+    assert csv[0].startswith("run_name,crater_id,lon,lat") and len(csv) - 1 == expected
+    assert query_main(["polygon", "--wkt", "POINT(0 0)", "--db", atlas_url]) == 2
+
+
+def test_db_cli_upgrade_hides_password(atlas_url, capsys):
+    url = make_url(atlas_url).set(password="s3cret-pw").render_as_string(hide_password=False)
+    assert db_main(["upgrade", "--db", url]) == 0
+    out = capsys.readouterr()
+    assert "s3cret-pw" not in out.out + out.err and "is at revision 0001" in out.out
+
+
+def test_missing_server_is_reported_without_credentials(capsys):
+    url = "postgresql://someone:hunter22@127.0.0.1:1/nowhere"
+    assert db_main(["upgrade", "--db", url]) == 1
+    err = capsys.readouterr().err
+    assert "hunter22" not in err and "no PostgreSQL server answers" in err

@@ -1,0 +1,299 @@
+"""``etl load`` against the real PostGIS server: idempotent, atomic, validated, concurrent."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import text
+
+import etl.load as L
+from atlas_db.synthetic import age_provenance, atlas_provenance, synthetic_ages, synthetic_atlas
+from etl.cli import main as cli_main
+from etl.contracts import ContractError, write_ages, write_atlas
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _snapshot(engine, run: str) -> pd.DataFrame:
+    """Every stored value of a run's craters plus each row version's xmin (a new version = a write)."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT c.crater_id, c.lon, c.lat, c.diameter_km, c.score, c.x0_px, c.y0_px, c.x1_px, c.y1_px, c.level, "
+            "c.xmin::text AS xmin FROM craters c JOIN detection_runs r ON r.id = c.run_id "
+            "WHERE r.run_name = :run ORDER BY c.crater_id"), {"run": run})
+        return pd.DataFrame(rows.fetchall(), columns=list(rows.keys()))
+
+
+def _age_snapshot(engine, age_run: str) -> pd.DataFrame:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT crater_id, p_pnc, p_nc, p_ic, p_ec, p_cc, age_class, entropy FROM crater_with_age "
+            "WHERE age_run = :r ORDER BY crater_id"), {"r": age_run})
+        return pd.DataFrame(rows.fetchall(), columns=list(rows.keys()))
+
+
+def _run_exists(engine, run: str) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM detection_runs WHERE run_name = :r"), {"r": run}).scalar() == 1
+
+
+@pytest.fixture
+def atlas_file(tmp_path):
+    run = _name("load")
+    df = synthetic_atlas(1500, run, seed=7)
+    path = tmp_path / "atlas.gpkg"
+    write_atlas(df, path, atlas_provenance(run))
+    return path, run, df
+
+
+def test_load_stores_the_file_and_reload_changes_nothing(atlas_engine, atlas_file):
+    path, run, df = atlas_file
+    first = L.load_atlas(path, engine=atlas_engine)
+    assert (first.inserted, first.updated, first.deleted) == (len(df), 0, 0)
+    snap = _snapshot(atlas_engine, run)
+    expected = df.sort_values("crater_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(snap.drop(columns="xmin"), expected, check_dtype=False)
+
+    again = L.load_atlas(path, engine=atlas_engine)
+    assert (again.inserted, again.updated, again.deleted, again.unchanged) == (0, 0, 0, len(df))
+    pd.testing.assert_frame_equal(_snapshot(atlas_engine, run), snap)  # same values, same row versions
+
+
+def test_reload_of_edited_file_updates_only_what_changed(atlas_engine, atlas_file, tmp_path):
+    path, run, df = atlas_file
+    L.load_atlas(path, engine=atlas_engine)
+    before = _snapshot(atlas_engine, run).set_index("crater_id")
+    edited = df.copy()
+    edited.loc[3, "score"] = 0.123
+    dropped = edited.loc[10, "crater_id"]
+    edited = edited.drop(index=10)
+    path2 = tmp_path / "atlas_v2.parquet"
+    write_atlas(edited, path2, atlas_provenance(run))
+    res = L.load_atlas(path2, engine=atlas_engine)
+    assert (res.inserted, res.updated, res.deleted) == (0, 1, 1)
+    after = _snapshot(atlas_engine, run).set_index("crater_id")
+    assert dropped not in after.index and len(after) == len(df) - 1
+    changed = after.index[after["xmin"] != before.loc[after.index, "xmin"]]
+    assert list(changed) == [df.loc[3, "crater_id"]]
+    assert after.loc[df.loc[3, "crater_id"], "score"] == 0.123
+
+
+def test_longitudes_0_360_are_normalised_on_load(atlas_engine, tmp_path):
+    run = _name("lon360")
+    df = synthetic_atlas(50, run, seed=2)
+    df.loc[0, "lon"] = 200.0
+    path = tmp_path / "a.csv"
+    write_atlas(df, path, atlas_provenance(run))
+    L.load_atlas(path, engine=atlas_engine)
+    snap = _snapshot(atlas_engine, run).set_index("crater_id")
+    assert snap.loc[df.loc[0, "crater_id"], "lon"] == -160.0
+
+
+def test_exception_before_commit_leaves_database_unchanged(atlas_engine, atlas_file, monkeypatch):
+    path, run, df = atlas_file
+
+    def boom(conn, result):
+        assert result.inserted == len(df)  # the rows were written inside the transaction ...
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(L, "_before_commit", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        L.load_atlas(path, engine=atlas_engine)
+    assert not _run_exists(atlas_engine, run)  # ... and none of them survived
+    monkeypatch.undo()
+    L.load_atlas(path, engine=atlas_engine)
+    before = _snapshot(atlas_engine, run)
+    changed = df.assign(score=df["score"] / 2)
+
+    def boom_update(conn, result):
+        assert result.updated == len(df)
+        raise RuntimeError("injected update failure")
+
+    monkeypatch.setattr(L, "_before_commit", boom_update)
+    with pytest.raises(RuntimeError, match="injected"):
+        L.load_atlas_frame(changed, atlas_provenance(run), engine=atlas_engine)
+    pd.testing.assert_frame_equal(_snapshot(atlas_engine, run), before)
+
+
+def test_load_killed_mid_way_leaves_database_unchanged(atlas_url, atlas_engine, atlas_file):
+    path, run, _ = atlas_file
+    child = textwrap.dedent(f"""
+        import sys, time
+        import etl.load as L
+        def hang(conn, result):
+            print("STAGED", result.inserted, flush=True)
+            time.sleep(120)
+        L._before_commit = hang
+        L.load_atlas({str(path)!r}, {atlas_url!r})
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("STAGED"), line
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not _run_exists(atlas_engine, run)
+    # Nothing is left locked: the same load now completes.
+    assert L.load_atlas(path, engine=atlas_engine).inserted > 0
+
+
+BAD_ATLAS = [
+    ("diameter_km", 5, float("nan"), "not a finite number"),
+    ("lat", 7, 95.0, "outside [-90, 90]"),
+    ("lon", 2, 400.0, "outside [-180, 360]"),
+    ("score", 9, 1.5, "outside [0, 1]"),
+    ("diameter_km", 1, -3.0, "not positive"),
+    ("level", 4, 0, "positive integer"),
+]
+
+
+@pytest.mark.parametrize("field,row,value,message", BAD_ATLAS)
+def test_bad_atlas_is_rejected_with_file_row_field(atlas_engine, tmp_path, field, row, value, message):
+    run = _name("bad")
+    df = synthetic_atlas(20, run, seed=1)
+    path = tmp_path / "bad.csv"
+    write_atlas(df, path, atlas_provenance(run))
+    raw = pd.read_csv(path)
+    raw.loc[row - 1, field] = value  # rows count from 1 in messages
+    raw.to_csv(path, index=False)
+    with pytest.raises(ContractError) as err:
+        L.load_atlas(path, engine=atlas_engine)
+    (problem,) = err.value.problems
+    assert (problem.file, problem.row, problem.field) == (str(path), row, field)
+    assert message in str(err.value) and f"row {row}" in str(err.value)
+    assert not _run_exists(atlas_engine, run)
+
+
+def test_missing_provenance_is_rejected(atlas_engine, tmp_path, atlas_file):
+    _, run, df = atlas_file
+    path = tmp_path / "plain.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(ContractError, match="provenance"):
+        L.load_atlas(path, engine=atlas_engine)
+    assert not _run_exists(atlas_engine, run)
+
+
+@pytest.fixture
+def loaded_run(atlas_engine):
+    run = _name("ages-base")
+    df = synthetic_atlas(800, run, seed=3)
+    L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
+    return run, df
+
+
+def test_ages_load_and_reload(atlas_engine, loaded_run, tmp_path):
+    run, df = loaded_run
+    ages = synthetic_ages(df["crater_id"].iloc[:600], seed=1)
+    age_run = _name("ages")
+    path = tmp_path / "ages.gpkg"
+    write_ages(ages, path, age_provenance(age_run, run))
+    first = L.load_ages(path, engine=atlas_engine)
+    assert (first.inserted, first.updated) == (600, 0)
+    snap = _age_snapshot(atlas_engine, age_run)
+    pd.testing.assert_frame_equal(snap, ages.sort_values("crater_id").reset_index(drop=True), check_dtype=False)
+    again = L.load_ages(path, engine=atlas_engine)
+    assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)
+
+
+def _bad_ages(df, kind):
+    ages = synthetic_ages(df["crater_id"].iloc[:100], seed=2)
+    if kind == "sum":
+        ages.loc[4, "p_cc"] += 0.2
+        return ages, 5, "p_pnc,p_nc,p_ic,p_ec,p_cc", "sum to"
+    if kind == "class":
+        ages.loc[8, "age_class"] = "Jurassic"
+        return ages, 9, "age_class", "not one of"
+    if kind == "nan":
+        ages.loc[0, "p_ic"] = np.nan
+        return ages, 1, "p_ic", "not a finite number"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["sum", "class", "nan"])
+def test_bad_ages_are_rejected(atlas_engine, loaded_run, tmp_path, kind):
+    run, df = loaded_run
+    ages, row, field, message = _bad_ages(df, kind)
+    age_run = _name("badages")
+    path = tmp_path / "ages.csv"
+    ages.to_csv(path, index=False)
+    (tmp_path / "ages.csv.provenance.json").write_text(json.dumps(
+        {"contract": "deepcraters.ages", "version": 1, "provenance": age_provenance(age_run, run).to_dict()}))
+    with pytest.raises(ContractError) as err:
+        L.load_ages(path, engine=atlas_engine)
+    problems = [p for p in err.value.problems if p.row == row]
+    assert problems and problems[0].field == field and problems[0].file == str(path)
+    assert message in str(err.value)
+    assert _age_snapshot(atlas_engine, age_run).empty
+
+
+def test_ages_of_unknown_run_or_unknown_craters_are_rejected(atlas_engine, loaded_run):
+    run, df = loaded_run
+    ages = synthetic_ages(df["crater_id"].iloc[:50], seed=4)
+    age_run = _name("orphan")
+    with pytest.raises(ContractError, match="provenance.atlas_run.*not in the database"):
+        L.load_ages_frame(ages, age_provenance(age_run, "no-such-run"), engine=atlas_engine, source="a.parquet")
+    ages.loc[[6, 20], "crater_id"] = ["feedfacefeedface", "0123456789abcdef"]
+    with pytest.raises(ContractError) as err:
+        L.load_ages_frame(ages, age_provenance(age_run, run), engine=atlas_engine, source="a.parquet")
+    assert [(p.file, p.row, p.field) for p in err.value.problems] == [("a.parquet", 7, "crater_id"),
+                                                                      ("a.parquet", 21, "crater_id")]
+    with atlas_engine.connect() as conn:  # not even the age run row was written
+        assert conn.execute(text("SELECT count(*) FROM age_run_info WHERE run_name = :r"), {"r": age_run}).scalar() == 0
+
+
+def test_concurrent_loads_of_different_runs_both_succeed(atlas_url, atlas_engine):
+    runs = [_name("conc"), _name("conc")]
+    frames = [synthetic_atlas(3000, r, seed=i) for i, r in enumerate(runs)]
+    results, errors = {}, []
+    barrier = threading.Barrier(2)
+
+    def work(i):
+        try:
+            barrier.wait()
+            results[i] = L.load_atlas_frame(frames[i], atlas_provenance(runs[i]), atlas_url)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    for i, run in enumerate(runs):
+        assert results[i].inserted == 3000
+        assert len(_snapshot(atlas_engine, run)) == 3000
+
+
+def test_cli_load_reports_and_fails_cleanly(atlas_url, atlas_file, tmp_path, capsys):
+    path, run, df = atlas_file
+    assert cli_main(["load", "atlas", str(path), "--db", atlas_url, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(df)} inserted" in out
+    bad = tmp_path / "bad.csv"
+    write_atlas(df.head(5), bad, atlas_provenance(_name("cli")))
+    raw = pd.read_csv(bad)
+    raw.loc[2, "lat"] = -91
+    raw.to_csv(bad, index=False)
+    assert cli_main(["load", "atlas", str(bad), "--db", atlas_url, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "row 3, field 'lat'" in err and "nothing written" in err
