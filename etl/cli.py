@@ -12,6 +12,7 @@ import sys
 
 # name -> (target, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("etl.commands.demo:main", "the whole pipeline on a synthetic study area, start to finish"),
     "synth": ("etl.commands.synth:main", "write a synthetic lunar study area (DOM, DEM, catalogue, units)"),
     "tiles": ("etl.commands.tiles:main", "cut mosaics + catalogue into a Detectron2-ready tile dataset"),
     "figure": ("etl.commands.figure:main", "draw a DOM/DEM tile with its catalogue boxes to a PNG"),

@@ -120,3 +120,13 @@ def test_truncated_policy(toy_dir):
     assert len(CraterDatasetMapper(cfg, True)(d)["instances"]) == n_all
     cfg.INPUT.CRATER.TRUNCATED = "drop"
     assert len(CraterDatasetMapper(cfg, True)(d)["instances"]) == n_all - n_trunc
+
+
+def test_nac_labels_with_mixed_delimiters(tmp_path):
+    from detectron2_rfcn.nac_data import read_nac_boxes
+    (tmp_path / "a.txt").write_text("ID,X,Y,W,H,C_X,CY\n0,440,12,10,10,445,17\n1\t390.5\t13, 22,22,401,24\n\n")
+    boxes = read_nac_boxes(tmp_path / "a.txt")
+    assert boxes.tolist() == [[440.0, 12.0, 10.0, 10.0], [390.5, 13.0, 22.0, 22.0]]
+    (tmp_path / "b.txt").write_text("ID,X,Y,W,H\n3,4\n")
+    with pytest.raises(ValueError, match="b.txt:2"):
+        read_nac_boxes(tmp_path / "b.txt")

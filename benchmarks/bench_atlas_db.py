@@ -1,0 +1,200 @@
+"""Benchmark the PostGIS atlas at the scale of Robbins 2018 (1.3 million craters, synthetic).
+
+Measures: load rate (binary COPY + upsert, goal >= 100,000 craters/s), re-run rate with
+zero changes, index build time, and p50/p95 latency of radius (50 km), polygon and k=10
+nearest queries (goals p95 <= 5, 5 and 3 ms), each checked against brute force on a sample.
+Prints the figures with their ratio to the goal and writes JSON.
+
+It works in its own database (default ``deepcraters_bench``), which it drops and
+re-creates: it never touches the test or user database.
+
+    python benchmarks/bench_atlas_db.py                 # full scale, several minutes
+    python benchmarks/bench_atlas_db.py --n 100000      # quick look
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from atlas_db import queries as Q  # noqa: E402
+from atlas_db.engine import get_engine, safe_url  # noqa: E402
+from atlas_db.migrate import upgrade  # noqa: E402
+from atlas_db.synthetic import ROBBINS_2018_SIZE, atlas_provenance, synthetic_atlas  # noqa: E402
+from etl.contracts import validate_atlas  # noqa: E402
+from etl.load import load_atlas_frame  # noqa: E402
+from etl.moon import great_circle_distance_m  # noqa: E402
+
+GOALS = {"load_rows_per_s": 100_000, "radius_p95_ms": 5.0, "polygon_p95_ms": 5.0, "nearest_p95_ms": 3.0}
+DEFAULT_URL = "postgresql://postgres@localhost:5432/deepcraters_bench"
+
+
+def recreate_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url).set(drivername="postgresql+psycopg2")
+    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        quoted = conn.dialect.identifier_preparer.quote(u.database)
+        conn.execute(text(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+    admin.dispose()
+    upgrade(url)
+
+
+def drop_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url).set(drivername="postgresql+psycopg2")
+    admin = create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {conn.dialect.identifier_preparer.quote(u.database)} WITH (FORCE)"))
+    admin.dispose()
+
+
+def random_points(rng, n):
+    return rng.uniform(-180, 180, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+
+
+def random_polygon(rng, lon, lat, radius_deg=1.0):
+    """An irregular 6-gon around lon/lat (longitudes may run past 180: antimeridian-safe input)."""
+    lat = float(np.clip(lat, -88.0, 88.0))  # star-shaped around the centre, so valid unless clipped at a pole
+    ang = (np.arange(6) + rng.uniform(0, 0.8, 6)) * (2 * np.pi / 6)  # gaps < pi: a simple star-shaped ring
+    r = radius_deg * rng.uniform(0.5, 1.0, 6)
+    scale = 1.0 / max(np.cos(np.radians(lat)), 0.2)
+    xs = lon + r * np.cos(ang) * scale
+    ys = lat + r * np.sin(ang)
+    pts = ", ".join(f"{float(x)!r} {float(y)!r}" for x, y in zip(list(xs) + [xs[0]], list(ys) + [ys[0]]))
+    return f"POLYGON(({pts}))"
+
+
+def timed(fn, *args, **kw):
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t0
+
+
+def percentiles(seconds):
+    ms = np.asarray(seconds) * 1000.0
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": float(ms.mean()), "n": int(len(ms))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=ROBBINS_2018_SIZE, help="craters (default: 1.3 million)")
+    p.add_argument("--queries", type=int, default=1000, help="queries of each kind (default 1000)")
+    p.add_argument("--check", type=int, default=50, help="queries of each kind checked by brute force")
+    p.add_argument("--db", default=DEFAULT_URL, help=f"benchmark database, dropped and re-created (default {DEFAULT_URL})")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "atlas_db.json"))
+    p.add_argument("--keep", action="store_true", help="keep the benchmark database afterwards")
+    args = p.parse_args(argv)
+    from sqlalchemy.engine import make_url
+
+    if "bench" not in (make_url(args.db).database or ""):
+        p.error("the benchmark drops its database: use one whose name contains 'bench'")
+
+    res: dict = {"n_craters": args.n, "database": safe_url(args.db), "python": platform.python_version(),
+                 "machine": platform.machine(), "goals": GOALS}
+    print(f"[bench] database {safe_url(args.db)} (dropped and re-created)")
+    recreate_database(args.db)
+    engine = get_engine(args.db)
+
+    run = "bench-robbins-scale"
+    atlas, res["generate_s"] = timed(synthetic_atlas, args.n, run, 2018)
+    prov = atlas_provenance(run)
+    atlas, res["validate_s"] = timed(validate_atlas, atlas, prov, "<bench>")
+    print(f"[bench] generated {args.n} craters in {res['generate_s']:.1f} s, validated in {res['validate_s']:.2f} s")
+
+    first = load_atlas_frame(atlas, prov, engine=engine, validated=True, progress=True)
+    assert first.inserted == args.n
+    res["load_s"] = first.seconds
+    res["load_rows_per_s"] = args.n / first.seconds
+    again = load_atlas_frame(atlas, prov, engine=engine, validated=True)
+    assert (again.inserted, again.updated, again.deleted) == (0, 0, 0), again
+    res["rerun_s"] = again.seconds
+    res["rerun_rows_per_s"] = args.n / again.seconds
+    print(f"[bench] load {res['load_rows_per_s']:,.0f} rows/s ({first.seconds:.1f} s); "
+          f"re-run with zero changes {res['rerun_rows_per_s']:,.0f} rows/s ({again.seconds:.1f} s)")
+
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        res["index_build_s"] = {}
+        for index in ("ix_craters_xyz", "uq_craters_run_id_crater_id", "pk_craters"):
+            t0 = time.perf_counter()
+            conn.exec_driver_sql(f"REINDEX INDEX {index}")
+            res["index_build_s"][index] = time.perf_counter() - t0
+        conn.exec_driver_sql("VACUUM ANALYZE craters")
+    print(f"[bench] index build (REINDEX): " + ", ".join(f"{k} {v:.1f} s" for k, v in res["index_build_s"].items()))
+
+    rng = np.random.default_rng(7)
+    lons, lats = random_points(rng, args.queries)
+    polys = [random_polygon(rng, lo, la) for lo, la in zip(lons, lats)]
+    all_lon, all_lat = atlas["lon"].to_numpy(), atlas["lat"].to_numpy()
+    ids = atlas["crater_id"].to_numpy()
+    lat_rs = {"radius": [], "polygon": [], "nearest": []}
+    checked = {"radius": 0, "polygon": 0, "nearest": 0}
+    import shapely
+
+    with engine.connect() as conn:
+        for _ in range(20):  # warm the cache and the connection
+            Q.nearest_craters(conn, 0.0, 0.0, k=10)
+        for i in range(args.queries):
+            got, dt = timed(Q.craters_within, conn, lons[i], lats[i], 50.0)
+            lat_rs["radius"].append(dt)
+            if i < args.check:
+                d = great_circle_distance_m(all_lon, all_lat, lons[i], lats[i]) / 1000.0
+                sure = set(ids[d < 50.0 - 1e-6])
+                assert sure <= set(got["crater_id"]) and not set(got["crater_id"]) - set(ids[d <= 50.0 + 1e-6])
+                checked["radius"] += 1
+            got, dt = timed(Q.craters_in_polygon, conn, polys[i])
+            lat_rs["polygon"].append(dt)
+            if i < args.check:
+                poly = shapely.from_wkt(polys[i])
+                minx, miny, maxx, maxy = poly.bounds
+                near = np.flatnonzero((all_lat >= miny - 1e-9) & (all_lat <= maxy + 1e-9))
+                mask = np.zeros(len(near), bool)
+                for s in (-360.0, 0.0, 360.0):
+                    mask |= shapely.covers(poly, shapely.points(all_lon[near] + s, all_lat[near]))
+                assert set(got["crater_id"]) == set(ids[near][mask]), f"polygon {i}"
+                checked["polygon"] += 1
+            got, dt = timed(Q.nearest_craters, conn, lons[i], lats[i], k=10)
+            lat_rs["nearest"].append(dt)
+            if i < args.check:
+                d = np.sort(great_circle_distance_m(all_lon, all_lat, lons[i], lats[i]))[:10] / 1000.0
+                np.testing.assert_allclose(got["distance_km"].to_numpy(float), d, rtol=1e-9, atol=1e-6)
+                checked["nearest"] += 1
+    engine.dispose()
+    for kind in lat_rs:
+        res[kind] = {**percentiles(lat_rs[kind]), "checked_against_brute_force": checked[kind]}
+    res["ratios_to_goal"] = {
+        "load_rows_per_s": res["load_rows_per_s"] / GOALS["load_rows_per_s"],
+        "radius_p95": GOALS["radius_p95_ms"] / res["radius"]["p95_ms"],
+        "polygon_p95": GOALS["polygon_p95_ms"] / res["polygon"]["p95_ms"],
+        "nearest_p95": GOALS["nearest_p95_ms"] / res["nearest"]["p95_ms"],
+    }
+    print("[bench] latency (client side, Python function -> DataFrame):")
+    for kind, goal in (("radius", "radius_p95_ms"), ("polygon", "polygon_p95_ms"), ("nearest", "nearest_p95_ms")):
+        r = res[kind]
+        print(f"  {kind:8s} p50 {r['p50_ms']:.2f} ms  p95 {r['p95_ms']:.2f} ms  goal {GOALS[goal]} ms  "
+              f"ratio(goal/p95) {GOALS[goal] / r['p95_ms']:.2f}  checked {r['checked_against_brute_force']}")
+    print(f"  load ratio(rate/goal) {res['ratios_to_goal']['load_rows_per_s']:.2f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"[bench] wrote {out}")
+    if not args.keep:
+        drop_database(args.db)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""``deepcraters demo``: the whole pipeline on a synthetic study area, start to finish.
+
+synth world -> tile dataset -> train R-FCN (tools/train_net.py, quick CPU schedule) ->
+evaluate on the spatially held-out test region -> atlas of the whole mosaic -> load into
+PostGIS -> SQL answers. Each step writes under ``--out`` and is skipped when its output
+is already there (``--fresh`` redoes everything), so an interrupted demo resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRAIN_NET = REPO_ROOT / "tools" / "train_net.py"
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "rfcn_timm_R_18_os16_cpu.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deepcraters demo",
+        description="Run the whole pipeline on a synthetic lunar study area (nothing to download): generate "
+                    "DOM + DEM + catalogue, cut tiles, train the R-FCN detector on a quick CPU schedule, "
+                    "evaluate it on a spatially held-out region, map every crater of the mosaic into an atlas, "
+                    "load it into PostGIS and answer a few spatial queries. Steps whose output exists are "
+                    "reused.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("demo_output"), help="working directory")
+    p.add_argument("--size", type=int, default=1536, help="study area side, px (100 m/px)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world")
+    p.add_argument("--center", type=float, nargs=2, default=(-20.0, 10.0), metavar=("LON", "LAT"),
+                   help="centre of the study area, degrees")
+    p.add_argument("--config-file", type=Path, default=DEFAULT_CONFIG, help="detector config")
+    p.add_argument("--iters", type=int, default=600, help="training iterations")
+    p.add_argument("--tile-size", type=int, default=256, help="tile side, px")
+    p.add_argument("--db", default=None, metavar="URL", help="database URL (default: $DATABASE_URL or local)")
+    p.add_argument("--no-db", action="store_true", help="stop after writing the atlas")
+    p.add_argument("--fresh", action="store_true", help="redo every step")
+    return p
+
+
+def _step(title: str) -> float:
+    print(f"\n== {title}", flush=True)
+    return time.perf_counter()
+
+
+def _done(t0: float, what: str) -> None:
+    print(f"   {what} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def _train_net(*argv: str) -> None:
+    """tools/train_net.py, Detectron2's convention, in its own process (as a user would run it)."""
+    if subprocess.run([sys.executable, str(TRAIN_NET), *argv]).returncode != 0:
+        raise StepFailed(f"tools/train_net.py {' '.join(argv)} failed (its log is above)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except StepFailed as exc:
+        print(f"deepcraters demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    world_dir, tiles_dir, model_dir = out / "world", out / "tiles", out / "model"
+    atlas_path = out / "atlas.gpkg"
+    run_name = f"demo-seed{args.seed}"
+
+    t0 = _step("1/6 synthetic study area")
+    if args.fresh or not (world_dir / "world.json").exists():
+        from etl.synthetic import generate_world
+
+        summary = generate_world(world_dir, size_px=args.size, pixel_size_m=100.0, seed=args.seed,
+                                 center_lon_deg=args.center[0], center_lat_deg=args.center[1], progress=True)
+        _done(t0, f"{summary.n_craters_catalogued} catalogued craters in {world_dir}")
+    else:
+        _done(t0, f"reusing {world_dir}")
+
+    t0 = _step("2/6 tile dataset (train/val/test split by region)")
+    if args.fresh or not (tiles_dir / "dataset.json").exists():
+        from etl.tiling import build_dataset
+
+        build_dataset(world_dir / "dom.tif", world_dir / "dem.tif", world_dir / "catalogue.csv", tiles_dir,
+                      tile_size_px=args.tile_size, overlap_px=args.tile_size // 4, levels=(1, 2),
+                      min_diameter_px=8, max_diameter_px=args.tile_size // 4, progress=True)
+    info = json.loads((tiles_dir / "dataset.json").read_text())
+    _done(t0, f"tiles per split: {info['splits']}")
+
+    weights = model_dir / "model_final.pth"
+    config = ["--config-file", str(args.config_file)]
+    opts = ["DATASETS.CRATER.DIR", str(tiles_dir), "OUTPUT_DIR", str(model_dir),
+            "DATASETS.CRATER.PIXEL_STATS_FROM_DATASET", "True"]
+    t0 = _step(f"3/6 train R-FCN ({args.iters} iterations, {args.config_file.name}; log in {model_dir}/log.txt)")
+    if args.fresh or not weights.exists():
+        _train_net(*config, *opts, "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", f"({int(args.iters * 0.75)},)",
+                   "TEST.EVAL_PERIOD", "0")
+        _done(t0, f"weights {weights}")
+    else:
+        _done(t0, f"reusing {weights}")
+
+    t0 = _step("4/6 evaluate on the held-out test region")
+    _train_net(*config, "--eval-only", *opts, "MODEL.WEIGHTS", str(weights), "DATASETS.TEST", "('craters_test',)")
+    _done(t0, "metrics above (precision, recall, F1 by diameter bin)")
+
+    t0 = _step("5/6 atlas of the whole mosaic")
+    if args.fresh or not atlas_path.exists():
+        from detectron2_rfcn.atlas import AtlasSettings, write_mosaic_atlas
+        from detectron2_rfcn.config import get_rfcn_cfg
+
+        # The config training saved: same channels, pixel statistics and model as the weights.
+        cfg = get_rfcn_cfg(str(model_dir / "config.yaml"))
+        settings = AtlasSettings(levels=(1, 2), tile_size_px=args.tile_size, overlap_px=args.tile_size // 4,
+                                 max_diameter_px=args.tile_size // 4)
+        atlas = write_mosaic_atlas(cfg, str(weights), world_dir / "dom.tif", world_dir / "dem.tif", atlas_path,
+                                   run_name=run_name, settings=settings)
+        _done(t0, f"{len(atlas)} craters -> {atlas_path}")
+    else:
+        _done(t0, f"reusing {atlas_path}")
+
+    if args.no_db:
+        return 0
+    t0 = _step("6/6 PostGIS: load and query")
+    from etl.commands.demo_sql import load_and_query
+
+    load_and_query(args.db, atlas_path, world_dir / "catalogue.csv", run_name, args.center)
+    _done(t0, "done")
+    return 0
