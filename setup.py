@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["detectron2_rfcn*", "age_net*", "etl*", "atlas_db*"]),
     include_package_data=True,
-    package_data={"atlas_db": ["migrations/*.py", "migrations/versions/*.py", "alembic.ini", "sql/*.sql"]},
+    package_data={"atlas_db": ["alembic.ini", "migrations/*.py", "migrations/script.py.mako", "migrations/versions/*.py"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
