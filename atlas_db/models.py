@@ -80,7 +80,7 @@ class Crater(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("detection_runs.id", ondelete="CASCADE"))
-    crater_id: Mapped[str] = mapped_column(Text)
+    crater_id: Mapped[str] = mapped_column(Text(collation="C"))  # an identifier: bytewise, fast to index
     lon: Mapped[float] = mapped_column(Double)
     lat: Mapped[float] = mapped_column(Double)
     diameter_km: Mapped[float] = mapped_column(Double)
@@ -161,7 +161,7 @@ class ReferenceCrater(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     catalogue_id: Mapped[int] = mapped_column(ForeignKey("reference_catalogues.id", ondelete="CASCADE"))
-    ref_id: Mapped[str] = mapped_column(Text)
+    ref_id: Mapped[str] = mapped_column(Text(collation="C"))
     lon: Mapped[float] = mapped_column(Double)
     lat: Mapped[float] = mapped_column(Double)
     diameter_km: Mapped[float] = mapped_column(Double)

@@ -39,7 +39,13 @@ def _frame(conn: Connection, sql: str, params: dict, bind=()) -> pd.DataFrame:
     if bind:
         stmt = stmt.bindparams(*bind)
     result = conn.execute(stmt, params)
-    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    keys = list(result.keys())
+    rows = result.fetchall()
+    # Column lists, not row objects: pandas probes every row for namedtuple fields, and on a
+    # SQLAlchemy Row that probe raises and catches an exception (most of the client time of a
+    # query returning a few hundred craters went there).
+    return pd.DataFrame({k: list(v) for k, v in zip(keys, zip(*rows))} if rows else {k: [] for k in keys},
+                        columns=keys)
 
 
 def _chord(radius_km: float) -> float:
@@ -119,11 +125,13 @@ def craters_within(conn: Connection, lon: float, lat: float, radius_km: float, r
 
 def nearest_craters(conn: Connection, lon: float, lat: float, k: int = 10, run: str | None = None) -> pd.DataFrame:
     """The ``k`` craters nearest to lon/lat (exact: unit-sphere chord order is great-circle order)."""
-    sql = (f"SELECT {CRATER_COLUMNS}, deepcraters_distance_m(lon, lat, :lon, :lat) / 1000.0 AS distance_km "
-           "FROM crater_atlas WHERE TRUE" + _run_filter(run) +
-           " ORDER BY xyz <<->> deepcraters_xyz(:lon, :lat) LIMIT :k")
-    df = _frame(conn, sql, {"lon": float(lon), "lat": float(lat), "k": int(k), "run": run})
-    return df.sort_values("distance_km", kind="stable", ignore_index=True)
+    # The outer ORDER BY sorts k rows on the server (cheaper than sorting a DataFrame) and puts
+    # haversine order over chord order where float rounding could swap near-ties.
+    sql = (f"SELECT {CRATER_COLUMNS}, distance_km FROM (SELECT {CRATER_COLUMNS}, "
+           "deepcraters_distance_m(lon, lat, :lon, :lat) / 1000.0 AS distance_km, "
+           "xyz <<->> deepcraters_xyz(:lon, :lat) AS chord FROM crater_atlas WHERE TRUE" +
+           _run_filter(run) + " ORDER BY chord LIMIT :k) n ORDER BY distance_km, chord")
+    return _frame(conn, sql, {"lon": float(lon), "lat": float(lat), "k": int(k), "run": run})
 
 
 def craters_in_polygon(conn: Connection, polygon, run: str | None = None) -> pd.DataFrame:

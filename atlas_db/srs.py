@@ -25,6 +25,10 @@ XYZ_SQL = "ST_MakePoint(cosd({lat}) * cosd({lon}), cosd({lat}) * sind({lon}), si
 #: Lon/lat point in the Moon's geographic CRS as a SQL expression.
 GEOM_SQL = "ST_SetSRID(ST_MakePoint({lon}, {lat}), " + str(MOON_SRID) + ")"
 
+# Haversine term h of two lon/lat pairs (degrees), for deepcraters_distance_m.
+_HAV = ("(sin(radians(lat2 - lat1) / 2.0) ^ 2 "
+        "+ cos(radians(lat1)) * cos(radians(lat2)) * sin(radians(lon2 - lon1) / 2.0) ^ 2)")
+
 # Repeatable objects: (re)created by every ``deepcraters db upgrade`` (CREATE OR REPLACE),
 # so the lunar constants always come from etl.moon. All IMMUTABLE so the planner folds
 # them into constants and index conditions stay index conditions.
@@ -37,34 +41,39 @@ CREATE OR REPLACE FUNCTION deepcraters_chord(distance_m float8) RETURNS float8
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
 $$ SELECT 2.0 * sin(least(distance_m / {MOON_RADIUS_M!r}, pi()) / 2.0) $$;
 
+-- Haversine as 2 atan2(sqrt(h), sqrt(1 - h)), which equals 2 asin(sqrt(h)) on [0, 1] and needs
+-- no least(1, h) clamp (abs() absorbs rounding past 1). A single expression of strict functions
+-- only, so the planner inlines the call into the query instead of running the SQL-function
+-- executor once per row (most of a 50 km radius query's server time went to those calls).
 CREATE OR REPLACE FUNCTION deepcraters_distance_m(lon1 float8, lat1 float8, lon2 float8, lat2 float8)
 RETURNS float8 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
-$$ SELECT 2.0 * {MOON_RADIUS_M!r} * asin(sqrt(least(1.0,
-       sin(radians(lat2 - lat1) / 2.0) ^ 2
-     + cos(radians(lat1)) * cos(radians(lat2)) * sin(radians(lon2 - lon1) / 2.0) ^ 2))) $$;
+$$ SELECT 2.0 * {MOON_RADIUS_M!r} * atan2(sqrt({_HAV}), sqrt(abs(1.0 - {_HAV}))) $$;
 
 -- A lon/lat region (polygon or multipolygon) cut into pieces inside [-180, 180]: vertices may
--- run past +-180 (e.g. 170 .. 190) to cross the antimeridian.
+-- run past +-180 (e.g. 170 .. 190) to cross the antimeridian. PL/pgSQL, not SQL: this body
+-- cannot be inlined, and a SQL function re-plans its query on every call while PL/pgSQL
+-- keeps the plan for the session (the region functions were most of a polygon query's time).
 CREATE OR REPLACE FUNCTION deepcraters_wrap_region(region geometry) RETURNS geometry
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
-$$ SELECT ST_SetSRID(ST_Multi(ST_CollectionExtract(ST_Union(ST_Intersection(
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS
+$$ BEGIN RETURN (
+   SELECT ST_SetSRID(ST_Multi(ST_CollectionExtract(ST_Union(ST_Intersection(
               ST_Translate(ST_SetSRID(ST_Force2D(region), {MOON_SRID}), 360.0 * k, 0),
               ST_MakeEnvelope(-180, -90, 180, 90, {MOON_SRID}))), 3)), {MOON_SRID})
-     FROM generate_series(-1, 1) AS k $$;
+     FROM generate_series(-1, 1) AS k); END $$;
 
 -- 3-D bounding box (on the unit sphere) of a lon/lat region, for searching the xyz index
 -- with &&&. The box holds the densified boundary (0.25 deg steps) grown by 0.0025, more than
 -- the half step (0.0022 rad) any boundary point can lie from a sample, plus each axis
 -- point (+-x, +-y, +-z) that the region covers: where else a coordinate can peak.
 CREATE OR REPLACE FUNCTION deepcraters_xyz_box(region geometry) RETURNS geometry
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
-$$ WITH r AS (SELECT deepcraters_wrap_region(region) AS g),
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS
+$$ BEGIN RETURN (WITH r AS (SELECT deepcraters_wrap_region(region) AS g),
         pts AS (SELECT (ST_DumpPoints(ST_Segmentize(r.g, 0.25))).geom AS p FROM r
                 UNION ALL
                 SELECT ST_SetSRID(ST_MakePoint(v.x, v.y), {MOON_SRID})
                   FROM r, (VALUES (0, 0), (90, 0), (-180, 0), (-90, 0), (0, 90), (0, -90)) AS v(x, y)
                  WHERE ST_Covers(r.g, ST_SetSRID(ST_MakePoint(v.x, v.y), {MOON_SRID})))
-   SELECT ST_Expand(ST_3DExtent({XYZ_SQL.format(lon="ST_X(p)", lat="ST_Y(p)")}), 0.0025)::geometry FROM pts $$;
+   SELECT ST_Expand(ST_3DExtent({XYZ_SQL.format(lon="ST_X(p)", lat="ST_Y(p)")}), 0.0025)::geometry FROM pts); END $$;
 
 CREATE OR REPLACE FUNCTION deepcraters_area_km2(region geometry) RETURNS float8
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS

@@ -11,10 +11,12 @@ from .evaluator import CraterEvaluator, match_craters
 from .ps_roi_head import PSROIHeads, ps_roi_vote
 from .rfcn import RFCN
 from .timm_backbone import TimmBackbone, build_timm_backbone
+from .weights import adapt_first_conv, convert_weights
 
 __all__ = [
     "add_rfcn_config", "get_rfcn_cfg", "resolve_device",
     "load_crater_json", "read_dataset_info", "register_crater_dataset", "setup_crater_datasets",
     "CraterDatasetMapper", "RandomRot90", "Rot90Transform", "read_tile", "CraterEvaluator", "match_craters",
     "RFCN", "PSROIHeads", "ps_roi_vote", "TimmBackbone", "build_timm_backbone",
+    "adapt_first_conv", "convert_weights",
 ]

@@ -241,7 +241,8 @@ class CraterEvaluator(DatasetEvaluator):
         return res
 
     def coco_metrics(self, predictions: List[dict]) -> Dict[str, float]:
-        """COCO AP via pycocotools; truncated craters are crowd (ignore) regions there too."""
+        """COCO AP via pycocotools (its standard maxDets 1/10/100: AP counts each tile's 100 best
+        detections); truncated and small craters are crowd (ignore) regions there too."""
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
@@ -265,7 +266,6 @@ class CraterEvaluator(DatasetEvaluator):
         coco_dt = coco_gt.loadRes(dets)
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.params.imgIds = sorted({p["image_id"] for p in predictions})
-        ev.params.maxDets = [1, 10, max(100, max(len(p["scores"]) for p in predictions))]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

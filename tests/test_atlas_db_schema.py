@@ -22,7 +22,7 @@ from etl.moon import MOON_SRID
 
 
 def test_upgrade_is_idempotent_and_at_head(atlas_url):
-    assert upgrade(atlas_url) == upgrade(atlas_url) == "0001"
+    assert upgrade(atlas_url) == upgrade(atlas_url) == "0002"
 
 
 def test_migrations_match_the_models(atlas_engine):
@@ -133,7 +133,7 @@ def test_db_cli_upgrade_hides_password(atlas_url, capsys):
     url = make_url(atlas_url).set(password="s3cret-pw").render_as_string(hide_password=False)
     assert db_main(["upgrade", "--db", url]) == 0
     out = capsys.readouterr()
-    assert "s3cret-pw" not in out.out + out.err and "is at revision 0001" in out.out
+    assert "s3cret-pw" not in out.out + out.err and "is at revision 0002" in out.out
 
 
 def test_missing_server_is_reported_without_credentials(capsys):

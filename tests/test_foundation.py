@@ -66,3 +66,12 @@ def test_cli_help_lists_commands():
         assert "usage: deepcraters" in out
         for name in ("synth", "tiles", "load", "query"):
             assert f"  {name}" in out
+
+
+def test_every_subcommand_explains_itself():
+    from etl.cli import COMMANDS
+
+    for name in COMMANDS:
+        out = subprocess.run([sys.executable, "-m", "etl", name, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert f"usage: deepcraters {name}" in out.stdout
