@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
@@ -41,11 +42,13 @@ def _frame(conn: Connection, sql: str, params: dict, bind=()) -> pd.DataFrame:
     result = conn.execute(stmt, params)
     keys = list(result.keys())
     rows = result.fetchall()
-    # Column lists, not row objects: pandas probes every row for namedtuple fields, and on a
+    # Columns, not row objects: pandas probes every row for namedtuple fields, and on a
     # SQLAlchemy Row that probe raises and catches an exception (most of the client time of a
-    # query returning a few hundred craters went there).
-    return pd.DataFrame({k: list(v) for k, v in zip(keys, zip(*rows))} if rows else {k: [] for k in keys},
-                        columns=keys)
+    # query returning a few hundred craters went there). Float columns go in as arrays so
+    # pandas need not infer them value by value.
+    columns = zip(*rows) if rows else ([] for _ in keys)
+    return pd.DataFrame({k: np.array(v, dtype=np.float64) if v and type(v[0]) is float else list(v)
+                         for k, v in zip(keys, columns)}, columns=keys)
 
 
 def _chord(radius_km: float) -> float:

@@ -297,3 +297,82 @@ def test_cli_load_reports_and_fails_cleanly(atlas_url, atlas_file, tmp_path, cap
     assert cli_main(["load", "atlas", str(bad), "--db", atlas_url, "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "row 3, field 'lat'" in err and "nothing written" in err
+
+
+def _rebuilt_objects(engine) -> set[str]:
+    """Names of the craters indexes and constraints a bulk load drops and rebuilds, if valid."""
+    with engine.connect() as conn:
+        idx = conn.execute(text("SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+                                "WHERE x.indrelid = 'craters'::regclass AND x.indisvalid")).scalars()
+        con = conn.execute(text("SELECT conname FROM pg_constraint WHERE conrelid = 'craters'::regclass "
+                                "AND convalidated AND contype IN ('u', 'f')")).scalars()
+        return set(idx) | set(con)
+
+
+def test_bulk_load_rebuilds_indexes_atomically_and_concurrently(atlas_url, atlas_engine, monkeypatch):
+    """The bulk path (indexes and foreign key dropped, rows copied, all rebuilt in the load's
+    transaction) stores the same rows, leaves every index and constraint in place after a
+    commit and after a failure, and serialises concurrent bulk loads instead of failing them."""
+    monkeypatch.setattr(L, "_BULK_MIN_ROWS", 1)
+    monkeypatch.setattr(L, "_BULK_FACTOR", 0)  # every new run takes the bulk path
+    expected = {"ix_craters_xyz", "uq_craters_run_id_crater_id", "fk_craters_run_id_detection_runs", "pk_craters"}
+    assert expected <= _rebuilt_objects(atlas_engine)
+
+    run = _name("bulk")
+    df = synthetic_atlas(2000, run, seed=21)
+
+    def boom(conn, result):
+        assert result.inserted == len(df)
+        raise RuntimeError("injected bulk failure")
+
+    monkeypatch.setattr(L, "_before_commit", boom)
+    with pytest.raises(RuntimeError, match="injected bulk"):
+        L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
+    assert not _run_exists(atlas_engine, run) and expected <= _rebuilt_objects(atlas_engine)
+    monkeypatch.setattr(L, "_before_commit", lambda conn, result: None)
+
+    res = L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
+    assert (res.inserted, res.updated, res.deleted) == (len(df), 0, 0)
+    assert expected <= _rebuilt_objects(atlas_engine)
+    pd.testing.assert_frame_equal(_snapshot(atlas_engine, run).drop(columns="xmin"),
+                                  df.sort_values("crater_id").reset_index(drop=True), check_dtype=False)
+    again = L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)  # stored run: upsert path
+    assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)
+    with atlas_engine.connect() as conn:  # the rebuilt index answers queries
+        plan = conn.exec_driver_sql("EXPLAIN SELECT 1 FROM craters ORDER BY xyz <<->> ST_MakePoint(1, 0, 0) "
+                                    "LIMIT 1").fetchall()
+    assert any("ix_craters_xyz" in row[0] for row in plan)
+
+    runs = [_name("bulkconc"), _name("bulkconc")]
+    frames = [synthetic_atlas(1500, r, seed=30 + i) for i, r in enumerate(runs)]
+    results, errors = {}, []
+    barrier = threading.Barrier(2)
+
+    def work(i):
+        try:
+            barrier.wait()
+            results[i] = L.load_atlas_frame(frames[i], atlas_provenance(runs[i]), atlas_url)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert [results[i].inserted for i in range(2)] == [1500, 1500]
+    assert expected <= _rebuilt_objects(atlas_engine)
+
+
+def test_ids_of_any_length_and_script_round_trip(atlas_engine):
+    """Binary COPY groups rows by text length and encodes ASCII in one numpy pass: ids of
+    mixed lengths and non-ASCII ids must still arrive intact, each with its own row."""
+    run = _name("ids")
+    df = synthetic_atlas(300, run, seed=8)
+    df["crater_id"] = [f"c{i}" if i % 3 else f"krater-{i}-ä€😀" for i in range(len(df))]
+    L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
+    snap = _snapshot(atlas_engine, run).drop(columns="xmin").set_index("crater_id")
+    expected = df.set_index("crater_id").loc[snap.index]
+    assert len(snap) == len(df)
+    pd.testing.assert_frame_equal(snap, expected, check_dtype=False)
