@@ -116,7 +116,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default="output/bench_rfcn_vs_faster_rcnn.json")
+    p.add_argument("--out", default="benchmarks/results/rfcn_vs_faster_rcnn.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

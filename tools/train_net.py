@@ -18,26 +18,12 @@ import sys
 # Runs as a script from any directory: make the repository's packages importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import detectron2.engine.defaults as d2_defaults  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.data import build_detection_test_loader, build_detection_train_loader  # noqa: E402
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.evaluation import verify_results  # noqa: E402
 
 from detectron2_rfcn import CraterDatasetMapper, CraterEvaluator, get_rfcn_cfg, setup_crater_datasets  # noqa: E402
-
-
-def _collect_env_info_without_c_ops() -> str:
-    # A detectron2 built without its C++ ops raises in collect_env_info (compiler version):
-    # default_setup would stop before it saves the config and seeds the RNGs.
-    try:
-        return _collect_env_info()
-    except NotImplementedError as e:
-        return f"(environment info incomplete: {e})"
-
-
-_collect_env_info = d2_defaults.collect_env_info
-d2_defaults.collect_env_info = _collect_env_info_without_c_ops
 
 
 class Trainer(DefaultTrainer):

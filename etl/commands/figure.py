@@ -153,3 +153,52 @@ def main(argv: list[str] | None = None) -> int:
                                    row_off=args.row, dpi=args.dpi)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KB)")
     return 0
+
+
+def draw_atlas_figure(dom_path, atlas, catalogue, out_png, *, min_diameter_px: float = 10.0, dpi: int = 80) -> Path:
+    """The whole mosaic's DOM with the atlas over the catalogue: detections that match a
+    catalogue crater (etl.matching) in green, unmatched detections in orange, catalogue
+    craters the atlas missed in red. Catalogue craters under ``min_diameter_px`` are not drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    from etl.geometry import PixelGrid, crater_boxes_px
+    from etl.matching import has_match
+    from etl.rasters import open_raster
+
+    with open_raster(dom_path) as ds:
+        grid = PixelGrid.from_dataset(ds)
+        dom = ds.read(1, masked=True)
+    cat_boxes = crater_boxes_px(grid, catalogue.lon, catalogue.lat, catalogue.diameter_km)
+    big_enough = np.sqrt((cat_boxes[:, 2] - cat_boxes[:, 0]) * (cat_boxes[:, 3] - cat_boxes[:, 1])) >= min_diameter_px
+    found = has_match(atlas.lon, atlas.lat, atlas.diameter_km, catalogue.lon, catalogue.lat, catalogue.diameter_km)
+    recalled = has_match(catalogue.lon, catalogue.lat, catalogue.diameter_km, atlas.lon, atlas.lat, atlas.diameter_km)
+
+    fig, ax = plt.subplots(figsize=(10, 10 * grid.height / grid.width))
+    ax.imshow(dom, cmap="gray")
+
+    def draw(boxes, colour, width):
+        for x0, y0, x1, y1 in boxes:
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=width))
+
+    atlas_boxes = atlas[["x0_px", "y0_px", "x1_px", "y1_px"]].to_numpy()
+    draw(atlas_boxes[found], "#1a9641", 1.0)
+    draw(atlas_boxes[~found], "#fdae61", 1.0)
+    draw(cat_boxes[big_enough & ~recalled], "#d7191c", 1.0)
+    n_cat = int(big_enough.sum())
+    ax.set_title(f"atlas: {len(atlas)} craters; catalogue craters >= {min_diameter_px:g} px found: "
+                 f"{int((big_enough & recalled).sum())} of {n_cat}")
+    ax.legend(handles=[Line2D([], [], color=c, label=t) for c, t in (
+        ("#1a9641", "detected, in the catalogue"), ("#fdae61", "detected, not in the catalogue"),
+        ("#d7191c", "in the catalogue, missed"))], loc="lower left", fontsize=8)
+    ax.set_xlabel("column (px)")
+    ax.set_ylabel("row (px)")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=dpi)
+    plt.close(fig)
+    return out_png
