@@ -260,25 +260,31 @@ def test_ages_of_unknown_run_or_unknown_craters_are_rejected(atlas_engine, loade
         assert conn.execute(text("SELECT count(*) FROM age_run_info WHERE run_name = :r"), {"r": age_run}).scalar() == 0
 
 
-def test_concurrent_loads_of_different_runs_both_succeed(atlas_url, atlas_engine):
-    runs = [_name("conc"), _name("conc")]
-    frames = [synthetic_atlas(3000, r, seed=i) for i, r in enumerate(runs)]
+def _load_concurrently(frames, runs, url) -> list:
+    """Load each frame as its own run, all at once (threads released together); their results."""
     results, errors = {}, []
-    barrier = threading.Barrier(2)
+    barrier = threading.Barrier(len(frames))
 
     def work(i):
         try:
             barrier.wait()
-            results[i] = L.load_atlas_frame(frames[i], atlas_provenance(runs[i]), atlas_url)
+            results[i] = L.load_atlas_frame(frames[i], atlas_provenance(runs[i]), url)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(frames))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
     assert not errors, errors
+    return [results[i] for i in range(len(frames))]
+
+
+def test_concurrent_loads_of_different_runs_both_succeed(atlas_url, atlas_engine):
+    runs = [_name("conc"), _name("conc")]
+    frames = [synthetic_atlas(3000, r, seed=i) for i, r in enumerate(runs)]
+    results = _load_concurrently(frames, runs, atlas_url)
     for i, run in enumerate(runs):
         assert results[i].inserted == 3000
         assert len(_snapshot(atlas_engine, run)) == 3000
@@ -345,22 +351,7 @@ def test_bulk_load_rebuilds_indexes_atomically_and_concurrently(atlas_url, atlas
 
     runs = [_name("bulkconc"), _name("bulkconc")]
     frames = [synthetic_atlas(1500, r, seed=30 + i) for i, r in enumerate(runs)]
-    results, errors = {}, []
-    barrier = threading.Barrier(2)
-
-    def work(i):
-        try:
-            barrier.wait()
-            results[i] = L.load_atlas_frame(frames[i], atlas_provenance(runs[i]), atlas_url)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
+    results = _load_concurrently(frames, runs, atlas_url)
     assert [results[i].inserted for i in range(2)] == [1500, 1500]
     assert expected <= _rebuilt_objects(atlas_engine)
 
