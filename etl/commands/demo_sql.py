@@ -35,7 +35,10 @@ def load_and_query(url: str | None, atlas_path: Path, catalogue_path: Path, run_
             print(f"\n-- {len(within)} craters within 20 km of ({lon}, {lat})")
             region = queries.box_wkt(lon - 2, lat - 2, lon + 2, lat + 2)
             sfd = queries.size_frequency(conn, region, run=run_name)
-            _show("size-frequency distribution of a 4 x 4 degree box (craters >= D, per km^2)", sfd, rows=12)
+            # Bins below the smallest crater all repeat the total: show from the last of them.
+            first = max(int((sfd["n_cumulative"] == sfd["n_cumulative"].max()).sum()) - 1, 0) if len(sfd) else 0
+            _show("size-frequency distribution of a 4 x 4 degree box (craters >= D, per km^2)",
+                  sfd.iloc[first:], rows=12)
             new = queries.new_craters(conn, run_name, reference)
             print(f"\n-- {len(new)} atlas craters have no match in '{reference}' (the original work's 'new' "
                   f"craters; on a synthetic world these are false positives or craters below its listing threshold)")
