@@ -9,7 +9,7 @@ import pandas as pd
 
 def _show(title: str, df: pd.DataFrame, rows: int = 8) -> None:
     print(f"\n-- {title}")
-    print(df.head(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}") if len(df) else "(none)")
+    print(df.head(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(df) else "(none)")
 
 
 def load_and_query(url: str | None, atlas_path: Path, catalogue_path: Path, run_name: str,
