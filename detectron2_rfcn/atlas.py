@@ -190,13 +190,5 @@ def write_mosaic_atlas(cfg, weights: str | None, dom_path: str | Path, dem_path:
     return write_atlas(atlas, out_path, provenance)
 
 
-def settings_from_dataset(dataset_info: dict, **overrides) -> AtlasSettings:
-    """Atlas settings consistent with how a tile dataset was cut (levels, tile size)."""
-    values = {"levels": tuple(dataset_info.get("levels", AtlasSettings.levels)),
-              "tile_size_px": int(dataset_info.get("tile_size_px", AtlasSettings.tile_size_px))}
-    values.update(overrides)
-    return AtlasSettings(**values)
-
-
 __all__: Sequence[str] = ["AtlasSettings", "CraterPredictor", "config_hash", "detect_mosaic", "model_name",
-                          "settings_from_dataset", "tile_windows", "write_mosaic_atlas"]
+                          "tile_windows", "write_mosaic_atlas"]
