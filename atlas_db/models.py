@@ -4,14 +4,12 @@ Natural keys make loads idempotent: a detection run by ``run_name``, a crater by
 (run, ``crater_id``), an age run by ``run_name``, an age estimate by (age run,
 crater), a reference crater by (catalogue, ``ref_id``).
 
-Each crater stores lon/lat as numbers and two generated columns derived from them
-(so they can never disagree): ``geom``, a point in the Moon's geographic CRS for
-polygon and box queries, and ``xyz``, its unit-sphere 3-D point for distance and
-nearest-neighbour queries (see ``atlas_db.srs``). Only ``xyz`` is indexed (n-D GiST):
-polygon and box queries search it with the region's 3-D bounding box and then test
-``geom`` exactly, so one spatial index serves every query and loads pay for one. Rim polygons are computed on
-demand (view ``crater_rims``) rather than stored: 1.3 million stored 32-gons would
-multiply load bytes ~5x for a shape that is a pure function of centre and diameter.
+Each crater stores lon/lat as numbers and a generated column derived from them (so the
+two can never disagree): ``geom``, a point in the Moon's geographic CRS, with a 2-D GiST
+index that every spatial query searches with lon/lat boxes before an exact test on the
+sphere (see ``atlas_db.srs``). Rim polygons are computed on demand (view ``crater_rims``)
+rather than stored: 1.3 million stored 32-gons would multiply load bytes ~5x for a shape
+that is a pure function of centre and diameter.
 """
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ from sqlalchemy import (ARRAY, BigInteger, CheckConstraint, Computed, DateTime, 
                         MetaData, Text, UniqueConstraint, func)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from atlas_db.srs import GEOM_SQL, XYZ_SQL
+from atlas_db.srs import GEOM_SQL
 from etl.age_classes import AGE_CLASS_CODES
 from etl.contracts import PROB_COLUMNS
 from etl.moon import MOON_SRID
@@ -40,13 +38,10 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def _point_columns() -> tuple:
-    """Generated lon/lat point (Moon SRID) and unit-sphere xyz point of a row with lon, lat."""
-    geom = mapped_column(Geometry("POINT", srid=MOON_SRID, spatial_index=False),
+def _point_column():
+    """Generated lon/lat point (Moon SRID) of a row with lon, lat."""
+    return mapped_column(Geometry("POINT", srid=MOON_SRID, spatial_index=False),
                          Computed(GEOM_SQL.format(lon="lon", lat="lat"), persisted=True), nullable=False)
-    xyz = mapped_column(Geometry("POINTZ", srid=0, dimension=3, spatial_index=False),
-                        Computed(XYZ_SQL.format(lon="lon", lat="lat"), persisted=True), nullable=False)
-    return geom, xyz
 
 
 def _lon_lat_checks() -> tuple:
@@ -90,14 +85,14 @@ class Crater(Base):
     x1_px: Mapped[float] = mapped_column(Double)
     y1_px: Mapped[float] = mapped_column(Double)
     level: Mapped[int] = mapped_column(Integer)
-    geom, xyz = _point_columns()
+    geom = _point_column()
 
     __table_args__ = (
         UniqueConstraint("run_id", "crater_id"),
         *_lon_lat_checks(),
         CheckConstraint("score BETWEEN 0 AND 1", name="score_range"),
         CheckConstraint("level >= 1", name="level_positive"),
-        Index(None, "xyz", postgresql_using="gist", postgresql_ops={"xyz": "gist_geometry_ops_nd"}),
+        Index(None, "geom", postgresql_using="gist"),  # default opclass: 2-D, sorted build
     )
 
 
@@ -165,10 +160,10 @@ class ReferenceCrater(Base):
     lon: Mapped[float] = mapped_column(Double)
     lat: Mapped[float] = mapped_column(Double)
     diameter_km: Mapped[float] = mapped_column(Double)
-    geom, xyz = _point_columns()
+    geom = _point_column()
 
     __table_args__ = (
         UniqueConstraint("catalogue_id", "ref_id"),
         *_lon_lat_checks(),
-        Index(None, "xyz", postgresql_using="gist", postgresql_ops={"xyz": "gist_geometry_ops_nd"}),
+        Index(None, "geom", postgresql_using="gist"),  # default opclass: 2-D, sorted build
     )

@@ -21,11 +21,9 @@ from sqlalchemy.types import ARRAY, Float, Text
 
 from etl.age_classes import AGE_CLASS_CODES
 from etl.contracts import PROB_COLUMNS
-from etl.moon import MOON_SRID, chord_for_distance
+from etl.moon import MOON_SRID
 
 CRATER_COLUMNS = "run_name, crater_id, lon, lat, diameter_km, score"
-#: Chord slack so float rounding never drops a crater the exact haversine filter keeps.
-_CHORD_SLACK = 1e-9
 #: Default size-frequency bins: the standard sqrt(2) diameter bins (Crater Analysis
 #: Techniques Working Group 1979), 1/16 km .. 2048 km.
 DEFAULT_SFD_DIAMETERS_KM: tuple[float, ...] = tuple(2.0 ** (k / 2) for k in range(-8, 23))
@@ -49,10 +47,6 @@ def _frame(conn: Connection, sql: str, params: dict, bind=()) -> pd.DataFrame:
     columns = zip(*rows) if rows else ([] for _ in keys)
     return pd.DataFrame({k: np.array(v, dtype=np.float64) if v and type(v[0]) is float else list(v)
                          for k, v in zip(keys, columns)}, columns=keys)
-
-
-def _chord(radius_km: float) -> float:
-    return chord_for_distance(radius_km * 1000.0) * (1 + _CHORD_SLACK) + 1e-12
 
 
 # --------------------------------------------------------------------------- regions
@@ -108,40 +102,34 @@ def box_wkt(lon_min: float, lat_min: float, lon_max: float, lat_max: float) -> s
             f"{lo!r} {lat_max!r}, {lo!r} {lat_min!r}))")
 
 
-_REGION_SEARCH = (f"xyz &&& deepcraters_xyz_box(ST_GeomFromText(:region, {MOON_SRID})) "
+# Region search for queries that aggregate over crater_with_age or crater_atlas: the index
+# finds the boxes of the region's pieces, ST_Covers decides. The region functions are
+# IMMUTABLE, so with literal arguments the planner evaluates them once, at plan time.
+_REGION_SEARCH = (f"geom && ANY (deepcraters_boxes(deepcraters_wrap_region(ST_GeomFromText(:region, {MOON_SRID})))) "
                   f"AND ST_Covers(deepcraters_wrap_region(ST_GeomFromText(:region, {MOON_SRID})), geom)")
 
 
 # --------------------------------------------------------------------------- queries
+# The three point and region searches run the SQL functions of atlas_db.views (one
+# definition for Python, the CLI and docs/sql.md; their plans stay cached per session).
 
 
 def craters_within(conn: Connection, lon: float, lat: float, radius_km: float, run: str | None = None) -> pd.DataFrame:
     """Craters whose centre lies within ``radius_km`` (great circle) of lon/lat, nearest first."""
-    sql = (f"SELECT {CRATER_COLUMNS}, deepcraters_distance_m(lon, lat, :lon, :lat) / 1000.0 AS distance_km "
-           "FROM crater_atlas "
-           "WHERE ST_3DDWithin(xyz, deepcraters_xyz(:lon, :lat), :chord) "
-           "AND deepcraters_distance_m(lon, lat, :lon, :lat) <= :radius_m" + _run_filter(run) +
-           " ORDER BY distance_km, run_name, crater_id")
-    return _frame(conn, sql, {"lon": float(lon), "lat": float(lat), "chord": _chord(radius_km),
-                              "radius_m": float(radius_km) * 1000.0, "run": run})
+    return _frame(conn, "SELECT * FROM deepcraters_craters_within(:lon, :lat, :radius_km, :run)",
+                  {"lon": float(lon), "lat": float(lat), "radius_km": float(radius_km), "run": run})
 
 
 def nearest_craters(conn: Connection, lon: float, lat: float, k: int = 10, run: str | None = None) -> pd.DataFrame:
-    """The ``k`` craters nearest to lon/lat (exact: unit-sphere chord order is great-circle order)."""
-    # The outer ORDER BY sorts k rows on the server (cheaper than sorting a DataFrame) and puts
-    # haversine order over chord order where float rounding could swap near-ties.
-    sql = (f"SELECT {CRATER_COLUMNS}, distance_km FROM (SELECT {CRATER_COLUMNS}, "
-           "deepcraters_distance_m(lon, lat, :lon, :lat) / 1000.0 AS distance_km, "
-           "xyz <<->> deepcraters_xyz(:lon, :lat) AS chord FROM crater_atlas WHERE TRUE" +
-           _run_filter(run) + " ORDER BY chord LIMIT :k) n ORDER BY distance_km, chord")
-    return _frame(conn, sql, {"lon": float(lon), "lat": float(lat), "k": int(k), "run": run})
+    """The ``k`` craters nearest to lon/lat (great circle; exact, see ``deepcraters_nearest_craters``)."""
+    return _frame(conn, "SELECT * FROM deepcraters_nearest_craters(:lon, :lat, :k, :run)",
+                  {"lon": float(lon), "lat": float(lat), "k": int(k), "run": run})
 
 
 def craters_in_polygon(conn: Connection, polygon, run: str | None = None) -> pd.DataFrame:
     """Craters whose centre lies in (or on the edge of) a lon/lat polygon (see ``region_wkt``)."""
-    sql = f"SELECT {CRATER_COLUMNS} FROM crater_atlas WHERE {_REGION_SEARCH}" + _run_filter(run) + \
-        " ORDER BY run_name, crater_id"
-    return _frame(conn, sql, {"region": region_wkt(polygon), "run": run})
+    return _frame(conn, f"SELECT * FROM deepcraters_craters_in_region(ST_GeomFromText(:region, {MOON_SRID}), :run)",
+                  {"region": region_wkt(polygon), "run": run})
 
 
 def craters_in_box(conn: Connection, lon_min: float, lat_min: float, lon_max: float, lat_max: float,
@@ -199,8 +187,7 @@ def new_craters(conn: Connection, run: str, catalogue: str) -> pd.DataFrame:
     sql = (f"SELECT {', '.join('a.' + c.strip() for c in CRATER_COLUMNS.split(','))} FROM crater_atlas a "
            "WHERE a.run_name = :run AND NOT EXISTS (SELECT 1 FROM reference_atlas r "
            "WHERE r.catalogue = :catalogue "
-           "AND ST_3DDWithin(r.xyz, a.xyz, deepcraters_chord(deepcraters_match_search_m(a.diameter_km)) "
-           f"* (1 + {_CHORD_SLACK!r}) + 1e-12) "
+           "AND r.geom && ANY (deepcraters_cap_boxes(a.lon, a.lat, deepcraters_match_search_m(a.diameter_km))) "
            "AND deepcraters_is_match(a.lon, a.lat, a.diameter_km, r.lon, r.lat, r.diameter_km)) "
            "ORDER BY a.crater_id")
     return _frame(conn, sql, {"run": run, "catalogue": catalogue})

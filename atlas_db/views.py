@@ -1,7 +1,8 @@
-"""User-facing SQL views (what the read-only role may select) and the role itself.
+"""User-facing SQL: the views (what the read-only role may select), the query functions
+over them (what ``atlas_db.queries`` and ``docs/sql.md`` call), and the read-only role.
 
-Views are repeatable objects: every ``deepcraters db upgrade`` re-creates them
-(CREATE OR REPLACE) after the Alembic migrations, from the SQL below.
+Views and functions are repeatable objects: every ``deepcraters db upgrade`` re-creates
+them (CREATE OR REPLACE) after the Alembic migrations, from the SQL below.
 """
 from __future__ import annotations
 
@@ -10,21 +11,22 @@ from sqlalchemy.engine import Connection
 
 from etl.contracts import PROB_COLUMNS
 from etl.matching import MATCH_MAX_CENTRE_DISTANCE_FRAC, MATCH_MAX_DIAMETER_RATIO
+from etl.moon import MOON_SRID
 
 _P = ", ".join(f"e.{p}" for p in PROB_COLUMNS)
 
 #: name -> SELECT. Order matters only for readability (no view reads another).
 VIEWS: dict[str, str] = {
-    # Every crater with its detection run's provenance, centre point and unit-sphere point.
+    # Every crater with its detection run's provenance and centre point.
     "crater_atlas": """
         SELECT c.id AS crater_pk, r.run_name, c.crater_id, c.lon, c.lat, c.diameter_km, c.score,
-               c.x0_px, c.y0_px, c.x1_px, c.y1_px, c.level, c.geom, c.xyz,
+               c.x0_px, c.y0_px, c.x1_px, c.y1_px, c.level, c.geom,
                r.model, r.config_hash, r.source_mosaics, r.code_version, r.created_at
           FROM craters c JOIN detection_runs r ON r.id = c.run_id""",
     # One row per crater and age run (craters without an age estimate appear once, age fields NULL).
     "crater_with_age": f"""
         SELECT c.id AS crater_pk, r.run_name, c.crater_id, c.lon, c.lat, c.diameter_km, c.score,
-               c.geom, c.xyz, ar.run_name AS age_run, {_P}, e.age_class, e.entropy,
+               c.geom, ar.run_name AS age_run, {_P}, e.age_class, e.entropy,
                ar.model AS age_model, ar.config_hash AS age_config_hash, ar.code_version AS age_code_version
           FROM craters c JOIN detection_runs r ON r.id = c.run_id
           LEFT JOIN age_estimates e ON e.crater_pk = c.id
@@ -36,7 +38,7 @@ VIEWS: dict[str, str] = {
                deepcraters_rim(c.lon, c.lat, c.diameter_km, 32) AS rim
           FROM craters c JOIN detection_runs r ON r.id = c.run_id""",
     "reference_atlas": """
-        SELECT rc.id AS ref_pk, k.name AS catalogue, rc.ref_id, rc.lon, rc.lat, rc.diameter_km, rc.geom, rc.xyz
+        SELECT rc.id AS ref_pk, k.name AS catalogue, rc.ref_id, rc.lon, rc.lat, rc.diameter_km, rc.geom
           FROM reference_craters rc JOIN reference_catalogues k ON k.id = rc.catalogue_id""",
     "detection_run_info": """
         SELECT r.run_name, r.model, r.config_hash, r.source_mosaics, r.code_version, r.created_at, r.loaded_at,
@@ -63,6 +65,77 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
 $$ SELECT {MATCH_MAX_CENTRE_DISTANCE_FRAC!r} * {MATCH_MAX_DIAMETER_RATIO!r} * diameter_km * 1000.0 $$;
 """
 
+# The spatial queries, as functions over the views (SECURITY INVOKER: a caller reads only what
+# it may select). PL/pgSQL, because it keeps each query's plan for the session (planning the
+# statements below took longer than running them), and because the boxes and the wrapped
+# region go into variables, computed once per call: in a kept (generic) plan a function of
+# the call's arguments would otherwise be evaluated again for every row.
+_CRATER_OUT = ("run_name text, crater_id text, lon float8, lat float8, diameter_km float8, score float8")
+QUERY_FUNCTIONS_SQL = f"""
+-- Craters whose centre lies within radius_km (great circle) of at_lon/at_lat, nearest first.
+CREATE OR REPLACE FUNCTION deepcraters_craters_within(at_lon float8, at_lat float8, radius_km float8,
+                                                      run text DEFAULT NULL)
+RETURNS TABLE ({_CRATER_OUT}, distance_km float8) LANGUAGE plpgsql STABLE PARALLEL SAFE AS
+$$
+#variable_conflict use_column
+DECLARE
+  radius_m float8 := radius_km * 1000.0;
+  boxes geometry[] := deepcraters_cap_boxes(at_lon, at_lat, radius_m);
+BEGIN
+  RETURN QUERY
+  SELECT a.run_name, a.crater_id::text, a.lon, a.lat, a.diameter_km, a.score, d.m / 1000.0
+    FROM crater_atlas a, LATERAL (SELECT deepcraters_distance_m(a.lon, a.lat, at_lon, at_lat) AS m) d
+   WHERE a.geom && ANY (boxes) AND d.m <= radius_m AND (run IS NULL OR a.run_name = run)
+   ORDER BY 7, 1, 2;
+END $$;
+
+-- The k craters nearest to at_lon/at_lat. Any k craters bound the distance of the k-th
+-- nearest, so: take the k nearest in plain lon/lat (an index-ordered scan, cheap but not
+-- great-circle order), let the farthest of them on the sphere set a radius, and rank every
+-- crater within that radius exactly. The bound is loose only where lon/lat distorts (near
+-- the poles, across the antimeridian): more candidates, never a wrong answer.
+CREATE OR REPLACE FUNCTION deepcraters_nearest_craters(at_lon float8, at_lat float8, k integer DEFAULT 10,
+                                                       run text DEFAULT NULL)
+RETURNS TABLE ({_CRATER_OUT}, distance_km float8) LANGUAGE plpgsql STABLE PARALLEL SAFE AS
+$$
+#variable_conflict use_column
+DECLARE
+  q geometry := ST_SetSRID(ST_MakePoint(at_lon - 360.0 * floor((at_lon + 180.0) / 360.0), at_lat), {MOON_SRID});
+  bound_m float8;
+  boxes geometry[];
+BEGIN
+  SELECT max(deepcraters_distance_m(s.lon, s.lat, at_lon, at_lat)) INTO bound_m
+    FROM (SELECT a.lon, a.lat FROM crater_atlas a WHERE run IS NULL OR a.run_name = run
+           ORDER BY a.geom <-> q LIMIT k) s;
+  IF bound_m IS NULL THEN
+    RETURN;
+  END IF;
+  boxes := deepcraters_cap_boxes(at_lon, at_lat, bound_m);
+  RETURN QUERY
+  SELECT a.run_name, a.crater_id::text, a.lon, a.lat, a.diameter_km, a.score, d.m / 1000.0
+    FROM crater_atlas a, LATERAL (SELECT deepcraters_distance_m(a.lon, a.lat, at_lon, at_lat) AS m) d
+   WHERE a.geom && ANY (boxes) AND d.m <= bound_m AND (run IS NULL OR a.run_name = run)
+   ORDER BY 7, 1, 2 LIMIT k;
+END $$;
+
+-- Craters whose centre lies in (or on the edge of) a lon/lat region (vertices may run past
+-- 180 to cross the antimeridian, see deepcraters_wrap_region).
+CREATE OR REPLACE FUNCTION deepcraters_craters_in_region(region geometry, run text DEFAULT NULL)
+RETURNS TABLE ({_CRATER_OUT}) LANGUAGE plpgsql STABLE PARALLEL SAFE AS
+$$
+#variable_conflict use_column
+DECLARE
+  wrapped geometry := deepcraters_wrap_region(region);
+  boxes geometry[] := deepcraters_boxes(wrapped);
+BEGIN
+  RETURN QUERY
+  SELECT a.run_name, a.crater_id::text, a.lon, a.lat, a.diameter_km, a.score
+    FROM crater_atlas a
+   WHERE a.geom && ANY (boxes) AND ST_Covers(wrapped, a.geom) AND (run IS NULL OR a.run_name = run)
+   ORDER BY 1, 2;
+END $$;
+"""
+
 READER_ROLE = "deepcraters_reader"
 
 
@@ -73,6 +146,7 @@ def install_views(conn: Connection) -> None:
     cur.execute(MATCH_FUNCTIONS_SQL)
     for name, select in VIEWS.items():
         cur.execute(sql.SQL("CREATE OR REPLACE VIEW {} AS ").format(sql.Identifier(name)) + sql.SQL(select))
+    cur.execute(QUERY_FUNCTIONS_SQL)
 
 
 def ensure_reader_role(conn: Connection, role: str = READER_ROLE, password: str | None = None) -> None:

@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         res["index_build_s"] = {}
-        for index in ("ix_craters_xyz", "uq_craters_run_id_crater_id", "pk_craters"):
+        for index in ("ix_craters_geom", "uq_craters_run_id_crater_id", "pk_craters"):
             t0 = time.perf_counter()
             conn.exec_driver_sql(f"REINDEX INDEX {index}")
             res["index_build_s"][index] = time.perf_counter() - t0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import uuid
 
+import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -15,14 +17,19 @@ from atlas_db.cli import main as query_main
 from atlas_db.engine import get_engine
 from atlas_db.migrate import upgrade
 from atlas_db.models import Base
-from atlas_db.synthetic import atlas_provenance, synthetic_atlas
+from atlas_db.synthetic import atlas_provenance, synthetic_atlas, synthetic_catalogue
 from atlas_db.views import VIEWS, ensure_reader_role
 from etl.load import load_atlas_frame
 from etl.moon import MOON_SRID
 
 
 def test_upgrade_is_idempotent_and_at_head(atlas_url):
-    assert upgrade(atlas_url) == upgrade(atlas_url) == "0002"
+    from alembic.script import ScriptDirectory
+
+    from atlas_db.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head == "0003" and upgrade(atlas_url) == upgrade(atlas_url) == head
 
 
 def test_migrations_match_the_models(atlas_engine):
@@ -62,8 +69,7 @@ def test_geometry_columns_use_the_moon_srid(atlas_engine):
         rows = dict(conn.execute(text(
             "SELECT f_table_name || '.' || f_geometry_column, srid FROM geometry_columns "
             "WHERE f_table_name IN ('craters', 'reference_craters')")).fetchall())
-    assert rows == {"craters.geom": MOON_SRID, "craters.xyz": 0,
-                    "reference_craters.geom": MOON_SRID, "reference_craters.xyz": 0}
+    assert rows == {"craters.geom": MOON_SRID, "reference_craters.geom": MOON_SRID}
 
 
 @pytest.fixture
@@ -133,7 +139,7 @@ def test_db_cli_upgrade_hides_password(atlas_url, capsys):
     url = make_url(atlas_url).set(password="s3cret-pw").render_as_string(hide_password=False)
     assert db_main(["upgrade", "--db", url]) == 0
     out = capsys.readouterr()
-    assert "s3cret-pw" not in out.out + out.err and "is at revision 0002" in out.out
+    assert "s3cret-pw" not in out.out + out.err and "is at revision 0003" in out.out
 
 
 def test_missing_server_is_reported_without_credentials(capsys):
@@ -154,17 +160,21 @@ def _doc_sql_blocks() -> list[str]:
 
 def test_documented_sql_runs_and_agrees_with_the_python_queries(atlas_engine):
     run = f"docs-{uuid.uuid4().hex[:8]}"
-    df = synthetic_atlas(3000, run, seed=12)
+    rng = np.random.default_rng(12)
+    near = pd.DataFrame({"lon": rng.uniform(19.0, 22.0, 300), "lat": rng.uniform(-11.5, -8.5, 300),
+                         "diameter_km": rng.uniform(1.0, 20.0, 300)})  # some inside the documented 50 km
+    df = synthetic_atlas(3300, run, seed=12, catalogue=pd.concat([synthetic_catalogue(3000, seed=12), near]))
     load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
     blocks = _doc_sql_blocks()
     assert len(blocks) >= 8
     with atlas_engine.connect() as conn:
         for sql in blocks:
             conn.exec_driver_sql(sql).fetchall()  # every pasted query runs as written
-        radius_sql = next(s for s in blocks if "deepcraters_chord(50000)" in s)
-        doc_ids = {r.crater_id for r in conn.exec_driver_sql(radius_sql) if r.run_name == run}
         py_ids = set(Q.craters_within(conn, 20.5, -10, 50.0, run=run)["crater_id"])
-        assert doc_ids == py_ids
+        radius_sqls = [s for s in blocks if "20.5, -10" in s]
+        assert len(radius_sqls) == 2 and py_ids  # the function call and the written-out search
+        for radius_sql in radius_sqls:
+            assert {r.crater_id for r in conn.exec_driver_sql(radius_sql) if r.run_name == run} == py_ids
         box_sql = next(s for s in blocks if "ST_MakeEnvelope(170, -20, 190, 20" in s)
         doc_box = {r.crater_id for r in conn.exec_driver_sql(box_sql)}
         py_box = set(Q.craters_in_box(conn, 170, -20, -170, 20, run=run)["crater_id"])

@@ -321,7 +321,7 @@ def test_bulk_load_rebuilds_indexes_atomically_and_concurrently(atlas_url, atlas
     commit and after a failure, and serialises concurrent bulk loads instead of failing them."""
     monkeypatch.setattr(L, "_BULK_MIN_ROWS", 1)
     monkeypatch.setattr(L, "_BULK_FACTOR", 0)  # every new run takes the bulk path
-    expected = {"ix_craters_xyz", "uq_craters_run_id_crater_id", "fk_craters_run_id_detection_runs", "pk_craters"}
+    expected = {"ix_craters_geom", "uq_craters_run_id_crater_id", "fk_craters_run_id_detection_runs", "pk_craters"}
     assert expected <= _rebuilt_objects(atlas_engine)
 
     run = _name("bulk")
@@ -345,9 +345,9 @@ def test_bulk_load_rebuilds_indexes_atomically_and_concurrently(atlas_url, atlas
     again = L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)  # stored run: upsert path
     assert (again.inserted, again.updated, again.deleted) == (0, 0, 0)
     with atlas_engine.connect() as conn:  # the rebuilt index answers queries
-        plan = conn.exec_driver_sql("EXPLAIN SELECT 1 FROM craters ORDER BY xyz <<->> ST_MakePoint(1, 0, 0) "
-                                    "LIMIT 1").fetchall()
-    assert any("ix_craters_xyz" in row[0] for row in plan)
+        plan = conn.exec_driver_sql("EXPLAIN SELECT 1 FROM craters ORDER BY geom <-> "
+                                    "ST_SetSRID(ST_MakePoint(1, 0), 104903) LIMIT 1").fetchall()
+    assert any("ix_craters_geom" in row[0] for row in plan)
 
     runs = [_name("bulkconc"), _name("bulkconc")]
     frames = [synthetic_atlas(1500, r, seed=30 + i) for i, r in enumerate(runs)]
