@@ -61,23 +61,29 @@ $$ BEGIN RETURN (
 -- where it holds a pole. The half-width in longitude of a cap of angular radius a at latitude
 -- lat is asin(sin a / cos lat) (it touches its east and west meridians off the centre's
 -- parallel). Grown by a relative 1e-9 (+ 1e-9 deg) so float rounding never cuts the cap.
+-- PL/pgSQL: a SQL function with a FROM clause is planned afresh in every statement that calls it.
 CREATE OR REPLACE FUNCTION deepcraters_cap_boxes(lon float8, lat float8, radius_m float8) RETURNS geometry[]
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
-$$ SELECT CASE
-     WHEN lat + a >= 90 OR lat - a <= -90 OR dl >= 180
-       THEN ARRAY[ST_MakeEnvelope(-180, greatest(lat - a, -90), 180, least(lat + a, 90), {MOON_SRID})]
-     WHEN l - dl < -180
-       THEN ARRAY[ST_MakeEnvelope(-180, lat - a, l + dl, lat + a, {MOON_SRID}),
-                  ST_MakeEnvelope(l - dl + 360, lat - a, 180, lat + a, {MOON_SRID})]
-     WHEN l + dl > 180
-       THEN ARRAY[ST_MakeEnvelope(l - dl, lat - a, 180, lat + a, {MOON_SRID}),
-                  ST_MakeEnvelope(-180, lat - a, l + dl - 360, lat + a, {MOON_SRID})]
-     ELSE ARRAY[ST_MakeEnvelope(l - dl, lat - a, l + dl, lat + a, {MOON_SRID})] END
-   FROM (SELECT lon - 360.0 * floor((lon + 180.0) / 360.0) AS l,
-                degrees(radius_m / {MOON_RADIUS_M!r}) * (1 + 1e-9) + 1e-9 AS a) c,
-        -- nullif: no division by zero at a pole (that case took the first branch already)
-        LATERAL (SELECT coalesce(degrees(asin(least(1.0, sind(least(c.a, 90)) / nullif(cosd(lat), 0))))
-                                 * (1 + 1e-9) + 1e-9, 180) AS dl) w $$;
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS
+$$
+DECLARE
+  l float8 := lon - 360.0 * floor((lon + 180.0) / 360.0);
+  a float8 := degrees(radius_m / {MOON_RADIUS_M!r}) * (1 + 1e-9) + 1e-9;
+  dl float8;
+BEGIN
+  IF lat + a >= 90 OR lat - a <= -90 THEN
+    RETURN ARRAY[ST_MakeEnvelope(-180, greatest(lat - a, -90), 180, least(lat + a, 90), {MOON_SRID})];
+  END IF;
+  -- a < 90 - |lat| here, so sin a < cos lat: the cap lies between the poles
+  dl := degrees(asin(sind(a) / cosd(lat))) * (1 + 1e-9) + 1e-9;
+  IF l - dl < -180 THEN
+    RETURN ARRAY[ST_MakeEnvelope(-180, lat - a, l + dl, lat + a, {MOON_SRID}),
+                 ST_MakeEnvelope(l - dl + 360, lat - a, 180, lat + a, {MOON_SRID})];
+  ELSIF l + dl > 180 THEN
+    RETURN ARRAY[ST_MakeEnvelope(l - dl, lat - a, 180, lat + a, {MOON_SRID}),
+                 ST_MakeEnvelope(-180, lat - a, l + dl - 360, lat + a, {MOON_SRID})];
+  END IF;
+  RETURN ARRAY[ST_MakeEnvelope(l - dl, lat - a, l + dl, lat + a, {MOON_SRID})];
+END $$;
 
 -- The bounding box of each polygon of a (multi)polygon: what the geom index searches for a
 -- region cut by deepcraters_wrap_region (one box per piece, not one box around them all,

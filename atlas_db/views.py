@@ -66,16 +66,18 @@ $$ SELECT {MATCH_MAX_CENTRE_DISTANCE_FRAC!r} * {MATCH_MAX_DIAMETER_RATIO!r} * di
 """
 
 # The spatial queries, as functions over the views (SECURITY INVOKER: a caller reads only what
-# it may select). PL/pgSQL, because it keeps each query's plan for the session (planning the
-# statements below took longer than running them), and because the boxes and the wrapped
-# region go into variables, computed once per call: in a kept (generic) plan a function of
-# the call's arguments would otherwise be evaluated again for every row.
+# it may select). PL/pgSQL keeps each statement's plan for the session, and
+# plan_cache_mode = force_generic_plan makes it use that plan: left to choose, PostgreSQL
+# kept planning each call afresh (a custom plan looked cheaper), and planning took 0.8-1.4 ms
+# against 0.7 ms of running a 50 km radius search. The plans are the same index searches for
+# any argument. The boxes and the wrapped region go into variables, computed once per call.
 _CRATER_OUT = ("run_name text, crater_id text, lon float8, lat float8, diameter_km float8, score float8")
 QUERY_FUNCTIONS_SQL = f"""
 -- Craters whose centre lies within radius_km (great circle) of at_lon/at_lat, nearest first.
 CREATE OR REPLACE FUNCTION deepcraters_craters_within(at_lon float8, at_lat float8, radius_km float8,
                                                       run text DEFAULT NULL)
-RETURNS TABLE ({_CRATER_OUT}, distance_km float8) LANGUAGE plpgsql STABLE PARALLEL SAFE AS
+RETURNS TABLE ({_CRATER_OUT}, distance_km float8) LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET plan_cache_mode = force_generic_plan AS
 $$
 #variable_conflict use_column
 DECLARE
@@ -96,7 +98,8 @@ END $$;
 -- the poles, across the antimeridian): more candidates, never a wrong answer.
 CREATE OR REPLACE FUNCTION deepcraters_nearest_craters(at_lon float8, at_lat float8, k integer DEFAULT 10,
                                                        run text DEFAULT NULL)
-RETURNS TABLE ({_CRATER_OUT}, distance_km float8) LANGUAGE plpgsql STABLE PARALLEL SAFE AS
+RETURNS TABLE ({_CRATER_OUT}, distance_km float8) LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET plan_cache_mode = force_generic_plan AS
 $$
 #variable_conflict use_column
 DECLARE
@@ -121,7 +124,8 @@ END $$;
 -- Craters whose centre lies in (or on the edge of) a lon/lat region (vertices may run past
 -- 180 to cross the antimeridian, see deepcraters_wrap_region).
 CREATE OR REPLACE FUNCTION deepcraters_craters_in_region(region geometry, run text DEFAULT NULL)
-RETURNS TABLE ({_CRATER_OUT}) LANGUAGE plpgsql STABLE PARALLEL SAFE AS
+RETURNS TABLE ({_CRATER_OUT}) LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET plan_cache_mode = force_generic_plan AS
 $$
 #variable_conflict use_column
 DECLARE
