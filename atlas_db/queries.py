@@ -12,6 +12,7 @@ distances on the lunar sphere (R = 1,737,400 m).
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -120,14 +121,25 @@ _REGION_SEARCH = (f"geom && ANY (deepcraters_boxes(deepcraters_wrap_region(ST_Ge
 # definition for Python, the CLI and docs/sql.md; their plans stay cached per session).
 
 
+def _check_point(lon: float, lat: float) -> None:
+    if not (math.isfinite(lon) and math.isfinite(lat) and -90.0 <= lat <= 90.0):
+        raise ValueError(f"need a finite longitude and a latitude in [-90, 90], got ({lon}, {lat})")
+
+
 def craters_within(conn: Connection, lon: float, lat: float, radius_km: float, run: str | None = None) -> pd.DataFrame:
     """Craters whose centre lies within ``radius_km`` (great circle) of lon/lat, nearest first."""
+    _check_point(lon, lat)
+    if not (math.isfinite(radius_km) and radius_km >= 0):
+        raise ValueError(f"radius_km must be a finite distance >= 0, got {radius_km}")
     return _frame(conn, "SELECT * FROM deepcraters_craters_within(%(lon)s, %(lat)s, %(radius_km)s, %(run)s)",
                   {"lon": float(lon), "lat": float(lat), "radius_km": float(radius_km), "run": run})
 
 
 def nearest_craters(conn: Connection, lon: float, lat: float, k: int = 10, run: str | None = None) -> pd.DataFrame:
     """The ``k`` craters nearest to lon/lat (great circle; exact, see ``deepcraters_nearest_craters``)."""
+    _check_point(lon, lat)
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
     return _frame(conn, "SELECT * FROM deepcraters_nearest_craters(%(lon)s, %(lat)s, %(k)s, %(run)s)",
                   {"lon": float(lon), "lat": float(lat), "k": int(k), "run": run})
 

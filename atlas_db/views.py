@@ -82,8 +82,14 @@ $$
 #variable_conflict use_column
 DECLARE
   radius_m float8 := radius_km * 1000.0;
-  boxes geometry[] := deepcraters_cap_boxes(at_lon, at_lat, radius_m);
+  boxes geometry[];
 BEGIN
+  IF NOT coalesce(at_lat BETWEEN -90 AND 90 AND radius_km >= 0 AND radius_km < 'Infinity'
+                  AND at_lon < 'Infinity' AND at_lon > '-Infinity', false) THEN  -- NULL, NaN: refused too
+    RAISE EXCEPTION 'deepcraters_craters_within: need finite lon, lat in [-90, 90] and radius_km >= 0, got (%, %, %)',
+      at_lon, at_lat, radius_km USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  boxes := deepcraters_cap_boxes(at_lon, at_lat, radius_m);
   RETURN QUERY
   SELECT a.run_name, a.crater_id::text, a.lon, a.lat, a.diameter_km, a.score, d.m / 1000.0
     FROM crater_atlas a, LATERAL (SELECT deepcraters_distance_m(a.lon, a.lat, at_lon, at_lat) AS m) d
@@ -107,6 +113,10 @@ DECLARE
   bound_m float8;
   boxes geometry[];
 BEGIN
+  IF NOT coalesce(at_lat BETWEEN -90 AND 90 AND k >= 1 AND at_lon < 'Infinity' AND at_lon > '-Infinity', false) THEN
+    RAISE EXCEPTION 'deepcraters_nearest_craters: need finite lon, lat in [-90, 90] and k >= 1, got (%, %, %)',
+      at_lon, at_lat, k USING ERRCODE = 'invalid_parameter_value';
+  END IF;
   SELECT max(deepcraters_distance_m(s.lon, s.lat, at_lon, at_lat)) INTO bound_m
     FROM (SELECT a.lon, a.lat FROM crater_atlas a WHERE run IS NULL OR a.run_name = run
            ORDER BY a.geom <-> q LIMIT k) s;

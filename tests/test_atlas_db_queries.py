@@ -231,3 +231,45 @@ def test_region_inputs_are_checked():
     with pytest.raises(ValueError, match="not valid"):
         Q.region_wkt("POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))")
     assert Point(175, 0).within(shapely.from_wkt(Q.box_wkt(170, -1, -170, 1)))
+
+
+def test_point_query_inputs_are_checked_in_python_and_in_sql(world):
+    conn = world["conn"]
+    with pytest.raises(ValueError, match="latitude"):
+        Q.craters_within(conn, 0.0, 95.0, 10.0)
+    with pytest.raises(ValueError, match="radius_km"):
+        Q.craters_within(conn, 0.0, 0.0, -1.0)
+    with pytest.raises(ValueError, match="k must be"):
+        Q.nearest_craters(conn, 0.0, 0.0, k=0)
+    # The SQL functions refuse the same inputs for users who call them directly.
+    from sqlalchemy.exc import DataError
+
+    for sql in ("SELECT * FROM deepcraters_craters_within(0, 0, 'NaN')",
+                "SELECT * FROM deepcraters_nearest_craters(0, -91, 10)",
+                "SELECT * FROM deepcraters_nearest_craters(0, 0, NULL)"):
+        with pytest.raises(DataError, match="need finite lon"):
+            conn.exec_driver_sql(sql).fetchall()
+        conn.rollback()
+
+
+def test_cap_boxes_cover_the_cap_and_split_at_the_antimeridian(world):
+    """The index step's boxes: every point of the cap's rim lies in one of them, and a cap
+    across 180 gets two boxes that stay inside -180..180."""
+    conn = world["conn"]
+    for lon, lat, radius_km in [(179.9, 10.0, 50.0), (-179.95, -30.0, 200.0), (20.0, 89.5, 100.0),
+                                (0.0, 0.0, 3000.0), (45.0, -60.0, 500.0)]:
+        wkts = [r[0] for r in conn.exec_driver_sql(
+            "SELECT ST_AsText(unnest(deepcraters_cap_boxes(%(lon)s, %(lat)s, %(m)s)))",
+            {"lon": lon, "lat": lat, "m": radius_km * 1000.0})]
+        boxes = [shapely.from_wkt(w) for w in wkts]
+        assert all(-180 <= b.bounds[0] and b.bounds[2] <= 180 for b in boxes)
+        assert len(boxes) == (2 if abs(lon) > 179 and abs(lat) < 80 else 1)
+        # Rim points at the radius (slightly inside it), by the destination formula on the sphere.
+        a = radius_km * 0.999999 / MOON_RADIUS_KM
+        t = np.linspace(0, 2 * np.pi, 720)
+        la, lo = np.radians(lat), np.radians(lon)
+        rim_lat = np.arcsin(np.sin(la) * np.cos(a) + np.cos(la) * np.sin(a) * np.cos(t))
+        rim_lon = lo + np.arctan2(np.sin(t) * np.sin(a) * np.cos(la), np.cos(a) - np.sin(la) * np.sin(rim_lat))
+        rim_lon = (np.degrees(rim_lon) + 180.0) % 360.0 - 180.0
+        pts = shapely.points(rim_lon, np.degrees(rim_lat))
+        assert np.all(np.any([shapely.covers(b, pts) for b in boxes], axis=0)), (lon, lat, radius_km)
