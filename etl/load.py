@@ -87,21 +87,23 @@ def _before_commit(conn, result: LoadResult) -> None:
 
 
 class _ProgressReader(io.RawIOBase):
-    """File-like view of a list of byte chunks that advances a progress bar as COPY reads it."""
+    """File-like view of an iterator of (bytes, rows) chunks that advances a progress bar as
+    COPY reads it. Chunks are made on demand: the client encodes the next chunk while the
+    server is still parsing the bytes already sent, so encoding overlaps the COPY."""
 
-    def __init__(self, chunks: list[tuple[bytes, int]], bar):
-        self._chunks = chunks
+    def __init__(self, chunks, bar):
+        self._chunks = iter(chunks)
         self._bar = bar
-        self._i = 0
         self._buf = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        while not len(self._buf) and self._i < len(self._chunks):
-            data, rows = self._chunks[self._i]
-            self._i += 1
+        while not len(self._buf):
+            data, rows = next(self._chunks, (None, 0))
+            if data is None:
+                break
             self._buf = memoryview(data)
             if self._bar is not None and rows:
                 self._bar.update(rows)
@@ -172,20 +174,25 @@ def _binary_rows(df: pd.DataFrame, dtypes: dict[str, str]) -> bytes:
 
 
 def copy_frame(cur, table: str, df: pd.DataFrame, dtypes: dict[str, str], progress: bool = False,
-               desc: str = "COPY") -> None:
-    """Stream ``df`` into ``table`` (columns ``dtypes``) with binary COPY from memory."""
+               desc: str = "COPY", order: np.ndarray | None = None, fixed: dict | None = None) -> None:
+    """Stream ``df`` into ``table`` (columns ``dtypes``) with binary COPY from memory, in the
+    row order ``order`` (a permutation; default: as is), with the columns of ``fixed`` set to
+    one value each, encoding chunk by chunk as COPY reads."""
     from psycopg2 import sql
     from tqdm import tqdm
 
-    chunks = [(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0), 0)]
-    for start in range(0, len(df), _COPY_CHUNK_ROWS):
-        part = df.iloc[start:start + _COPY_CHUNK_ROWS]
-        chunks.append((_binary_rows(part, dtypes), len(part)))
-    chunks.append((struct.pack(">h", -1), 0))
+    def chunks():
+        yield b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0), 0
+        for start in range(0, len(df), _COPY_CHUNK_ROWS):
+            part = df.iloc[start:start + _COPY_CHUNK_ROWS] if order is None \
+                else df.take(order[start:start + _COPY_CHUNK_ROWS])
+            yield _binary_rows(part.assign(**fixed) if fixed else part, dtypes), len(part)
+        yield struct.pack(">h", -1), 0
+
     stmt = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT binary)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, dtypes)))
     with tqdm(total=len(df), desc=desc, unit="row", disable=not progress, leave=False) as bar:
-        cur.copy_expert(stmt.as_string(cur), _ProgressReader(chunks, bar), size=1 << 20)
+        cur.copy_expert(stmt.as_string(cur), _ProgressReader(chunks(), bar), size=1 << 20)
 
 
 def _create_stage(cur, name: str, dtypes: dict[str, str], key: str) -> None:
@@ -349,7 +356,7 @@ def _lock_table(cur, table: str, rows: int) -> bool:
 
 
 def _load_run(cur, table: str, scope: tuple[str, int], key: str, df: pd.DataFrame, dtypes: dict[str, str],
-              stage: str, bulk: bool, progress: bool, desc: str) -> tuple[int, int, int]:
+              stage: str, bulk: bool, progress: bool, desc: str, order: np.ndarray) -> tuple[int, int, int]:
     """Make the rows of one run (``scope`` = (column, id)) in ``table`` exactly the rows of ``df``
     (columns ``dtypes``, natural key ``key``); returns (inserted, updated, deleted).
 
@@ -376,14 +383,14 @@ def _load_run(cur, table: str, scope: tuple[str, int], key: str, df: pd.DataFram
         drops, creates = _rebuilt_ddl(table) if bulk else ([], [])
         for stmt in drops:
             cur.execute(stmt)
-        copy_frame(cur, table, df.assign(**{scope[0]: np.int32(scope[1])}), {scope[0]: "int32", **dtypes},
-                   progress, desc)
+        copy_frame(cur, table, df, {scope[0]: "int32", **dtypes}, progress, desc, order=order,
+                   fixed={scope[0]: np.int32(scope[1])})
         for stmt in creates:
             cur.execute(stmt)
         return rows, 0, 0
     columns = list(dtypes)
     _create_stage(cur, stage, dtypes, key)
-    copy_frame(cur, stage, df, dtypes, progress, desc)
+    copy_frame(cur, stage, df, dtypes, progress, desc, order=order)
     cur.execute(sql.SQL("ANALYZE {}").format(I(stage)))  # row counts for the join plans below
     cur.execute(_upsert_sql(table, [scope[0], key], {scope[0]: sql.Literal(scope[1])}, columns,
                             _changed_rows(stage, table, scope, key, columns)))
@@ -457,7 +464,7 @@ def load_atlas_frame(df: pd.DataFrame, provenance: AtlasProvenance, url: str | N
     t0 = time.perf_counter()
     if not validated:
         df = validate_atlas(df, provenance, source)
-    df = df.take(spatial_order(df["lon"].to_numpy(), df["lat"].to_numpy()))
+    order = spatial_order(df["lon"].to_numpy(), df["lat"].to_numpy())
 
     def body(conn, cur):
         _lock_run(cur, "atlas", provenance.run_name)
@@ -468,7 +475,7 @@ def load_atlas_frame(df: pd.DataFrame, provenance: AtlasProvenance, url: str | N
             "source_mosaics": list(provenance.source_mosaics), "code_version": provenance.code_version,
             "created_at": provenance.created_at})
         inserted, updated, deleted = _load_run(cur, "craters", ("run_id", run_id), "crater_id", df, ATLAS_COLUMNS,
-                                               "stage_craters", bulk, progress, f"COPY {provenance.run_name}")
+                                               "stage_craters", bulk, progress, f"COPY {provenance.run_name}", order)
         result = LoadResult("atlas", provenance.run_name, len(df), inserted, updated, deleted,
                             time.perf_counter() - t0)
         _before_commit(conn, result)
@@ -536,7 +543,7 @@ def load_reference_frame(df: pd.DataFrame, name: str, url: str | None = None, *,
     """Validate and load a reference catalogue under ``name`` (replacing its previous content)."""
     t0 = time.perf_counter()
     df = validate_reference(df, name, source)
-    df = df.take(spatial_order(df["lon"].to_numpy(), df["lat"].to_numpy()))
+    order = spatial_order(df["lon"].to_numpy(), df["lat"].to_numpy())
 
     def body(conn, cur):
         _lock_run(cur, "reference", name)
@@ -544,7 +551,8 @@ def load_reference_frame(df: pd.DataFrame, name: str, url: str | None = None, *,
         bulk = _lock_table(cur, "reference_craters", len(df))
         cat_id = _upsert_run(cur, "reference_catalogues", "name", {"name": name, "source": source_text})
         inserted, updated, deleted = _load_run(cur, "reference_craters", ("catalogue_id", cat_id), "ref_id", df,
-                                               REFERENCE_COLUMNS, "stage_reference", bulk, progress, f"COPY {name}")
+                                               REFERENCE_COLUMNS, "stage_reference", bulk, progress, f"COPY {name}",
+                                               order)
         result = LoadResult("reference", name, len(df), inserted, updated, deleted, 0.0)
         _before_commit(conn, result)
         return result
