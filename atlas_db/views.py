@@ -72,6 +72,12 @@ $$ SELECT {MATCH_MAX_CENTRE_DISTANCE_FRAC!r} * {MATCH_MAX_DIAMETER_RATIO!r} * di
 # against 0.7 ms of running a 50 km radius search. The plans are the same index searches for
 # any argument. The boxes and the wrapped region go into variables, computed once per call.
 _CRATER_OUT = ("run_name text, crater_id text, lon float8, lat float8, diameter_km float8, score float8")
+# The exact search of a spherical cap, given the variables at_lon, at_lat, radius_m, run and
+# boxes (deepcraters_cap_boxes of the cap): the index step, then haversine.
+_CAP_SEARCH = """SELECT a.run_name, a.crater_id::text, a.lon, a.lat, a.diameter_km, a.score, d.m / 1000.0
+    FROM crater_atlas a, LATERAL (SELECT deepcraters_distance_m(a.lon, a.lat, at_lon, at_lat) AS m) d
+   WHERE a.geom && ANY (boxes) AND d.m <= radius_m AND (run IS NULL OR a.run_name = run)
+   ORDER BY 7, 1, 2"""
 QUERY_FUNCTIONS_SQL = f"""
 -- Craters whose centre lies within radius_km (great circle) of at_lon/at_lat, nearest first.
 CREATE OR REPLACE FUNCTION deepcraters_craters_within(at_lon float8, at_lat float8, radius_km float8,
@@ -90,11 +96,7 @@ BEGIN
       at_lon, at_lat, radius_km USING ERRCODE = 'invalid_parameter_value';
   END IF;
   boxes := deepcraters_cap_boxes(at_lon, at_lat, radius_m);
-  RETURN QUERY
-  SELECT a.run_name, a.crater_id::text, a.lon, a.lat, a.diameter_km, a.score, d.m / 1000.0
-    FROM crater_atlas a, LATERAL (SELECT deepcraters_distance_m(a.lon, a.lat, at_lon, at_lat) AS m) d
-   WHERE a.geom && ANY (boxes) AND d.m <= radius_m AND (run IS NULL OR a.run_name = run)
-   ORDER BY 7, 1, 2;
+  RETURN QUERY {_CAP_SEARCH};
 END $$;
 
 -- The k craters nearest to at_lon/at_lat. Any k craters bound the distance of the k-th
@@ -110,25 +112,21 @@ $$
 #variable_conflict use_column
 DECLARE
   q geometry := ST_SetSRID(ST_MakePoint(at_lon - 360.0 * floor((at_lon + 180.0) / 360.0), at_lat), {MOON_SRID});
-  bound_m float8;
+  radius_m float8;  -- the bound
   boxes geometry[];
 BEGIN
   IF NOT coalesce(at_lat BETWEEN -90 AND 90 AND k >= 1 AND at_lon < 'Infinity' AND at_lon > '-Infinity', false) THEN
     RAISE EXCEPTION 'deepcraters_nearest_craters: need finite lon, lat in [-90, 90] and k >= 1, got (%, %, %)',
       at_lon, at_lat, k USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  SELECT max(deepcraters_distance_m(s.lon, s.lat, at_lon, at_lat)) INTO bound_m
+  SELECT max(deepcraters_distance_m(s.lon, s.lat, at_lon, at_lat)) INTO radius_m
     FROM (SELECT a.lon, a.lat FROM crater_atlas a WHERE run IS NULL OR a.run_name = run
            ORDER BY a.geom <-> q LIMIT k) s;
-  IF bound_m IS NULL THEN
+  IF radius_m IS NULL THEN
     RETURN;
   END IF;
-  boxes := deepcraters_cap_boxes(at_lon, at_lat, bound_m);
-  RETURN QUERY
-  SELECT a.run_name, a.crater_id::text, a.lon, a.lat, a.diameter_km, a.score, d.m / 1000.0
-    FROM crater_atlas a, LATERAL (SELECT deepcraters_distance_m(a.lon, a.lat, at_lon, at_lat) AS m) d
-   WHERE a.geom && ANY (boxes) AND d.m <= bound_m AND (run IS NULL OR a.run_name = run)
-   ORDER BY 7, 1, 2 LIMIT k;
+  boxes := deepcraters_cap_boxes(at_lon, at_lat, radius_m);
+  RETURN QUERY {_CAP_SEARCH} LIMIT k;
 END $$;
 
 -- Craters whose centre lies in (or on the edge of) a lon/lat region (vertices may run past
