@@ -163,7 +163,6 @@ def main(argv=None) -> int:
     assert (again.inserted, again.updated, again.deleted) == (0, 0, 0), again
     res["load_average"]["after_loads"] = load_average()
     res["rerun_rows_per_s"] = args.n / res["rerun_s"]
-    shutil.rmtree(workdir)
     print(f"[bench] load {res['load_rows_per_s']:,.0f} rows/s ({res['load_s']:.1f} s, file to commit); "
           f"re-run with zero changes {res['rerun_rows_per_s']:,.0f} rows/s ({res['rerun_s']:.1f} s)")
 
@@ -222,6 +221,19 @@ def main(argv=None) -> int:
                 np.testing.assert_allclose(got["distance_km"].to_numpy(float), d, rtol=1e-9, atol=1e-6)
                 checked["nearest"] += 1
         res["load_average"]["after_queries"] = load_average()
+
+    # A second run of the same size into the table that now holds the first (after the
+    # queries, which are judged at 1.3 million craters): the load rebuilds the indexes over
+    # both runs or maintains them row by row, whichever etl.load judges cheaper.
+    run2 = f"{run}-2"
+    path2 = workdir / "atlas2.parquet"
+    write_atlas(synthetic_atlas(args.n, run2, 2019), path2, atlas_provenance(run2))
+    second, res["second_run_load_s"] = timed(load_atlas, path2, engine=engine)
+    assert second.inserted == args.n
+    res["second_run_rows_per_s"] = args.n / res["second_run_load_s"]
+    print(f"[bench] second run into the filled table: {res['second_run_rows_per_s']:,.0f} rows/s "
+          f"({res['second_run_load_s']:.1f} s, file to commit)")
+    shutil.rmtree(workdir)
     engine.dispose()
     for kind in lat_rs:
         # Top-level p50/p95: the client (Python API) latency the goals are judged on.
