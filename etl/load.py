@@ -446,10 +446,11 @@ def _transaction(url, engine, body):
             cur = conn.connection.dbapi_connection.cursor()
             result = body(conn, cur)
         if result.inserted + result.updated + result.deleted > 0:
-            with eng.connect() as conn:
+            # Autocommit: ANALYZE writes its statistics in a transaction of its own, which must
+            # commit (a raw cursor's implicit transaction was silently rolled back on release).
+            with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 cur = conn.connection.dbapi_connection.cursor()
                 cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(_ANALYZE_AFTER[result.kind])))
-                conn.commit()
         return result
     finally:
         if owned:
