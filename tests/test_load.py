@@ -358,15 +358,62 @@ def test_bulk_load_rebuilds_indexes_atomically_and_concurrently(atlas_url, atlas
 
 def test_ids_of_any_length_and_script_round_trip(atlas_engine):
     """Binary COPY groups rows by text length and encodes ASCII in one numpy pass: ids of
-    mixed lengths and non-ASCII ids must still arrive intact, each with its own row."""
+    mixed lengths and non-ASCII ids must still arrive intact, each with its own row. Ages
+    find their craters by these ids through a CSV COPY: quotes, commas, line breaks and
+    "NA" must survive it."""
     run = _name("ids")
     df = synthetic_atlas(300, run, seed=8)
-    df["crater_id"] = [f"c{i}" if i % 3 else f"krater-{i}-ä€😀" for i in range(len(df))]
+    odd = ["NA", "a,b", 'say "hi"', "line\nbreak", " padded ", "back\\slash"]
+    df["crater_id"] = odd + [f"c{i}" if i % 3 else f"krater-{i}-ä€😀" for i in range(len(odd), len(df))]
     L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
     snap = _snapshot(atlas_engine, run).drop(columns="xmin").set_index("crater_id")
     expected = df.set_index("crater_id").loc[snap.index]
     assert len(snap) == len(df)
     pd.testing.assert_frame_equal(snap, expected, check_dtype=False)
+    ages = synthetic_ages(df["crater_id"], seed=8)
+    age_run = _name("idages")
+    assert L.load_ages_frame(ages, age_provenance(age_run, run), engine=atlas_engine).inserted == len(df)
+    pd.testing.assert_frame_equal(_age_snapshot(atlas_engine, age_run).set_index("crater_id").sort_index(),
+                                  ages.set_index("crater_id").sort_index(), check_dtype=False,
+                                  check_index_type=False)
+
+
+def _age_objects(engine) -> set[str]:
+    """Names of the valid indexes and constraints of age_estimates (all a bulk load rebuilds)."""
+    with engine.connect() as conn:
+        idx = conn.execute(text("SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+                                "WHERE x.indrelid = 'age_estimates'::regclass AND x.indisvalid")).scalars()
+        con = conn.execute(text("SELECT conname FROM pg_constraint WHERE conrelid = 'age_estimates'::regclass "
+                                "AND convalidated AND contype IN ('p', 'f')")).scalars()
+        return set(idx) | set(con)
+
+
+def test_bulk_ages_load_rebuilds_indexes_atomically(atlas_engine, loaded_run, monkeypatch):
+    monkeypatch.setattr(L, "_BULK_MIN_ROWS", 1)
+    monkeypatch.setattr(L, "_BULK_FACTOR", 0)  # every new age run takes the bulk path
+    expected = {"ix_age_estimates_crater_pk", "fk_age_estimates_age_run_id_age_runs",
+                "fk_age_estimates_crater_pk_craters", "pk_age_estimates"}
+    assert expected <= _age_objects(atlas_engine)
+    run, df = loaded_run
+    ages = synthetic_ages(df["crater_id"], seed=6)
+    age_run = _name("bulkages")
+
+    def boom(conn, result):
+        assert result.inserted == len(ages)
+        raise RuntimeError("injected bulk failure")
+
+    monkeypatch.setattr(L, "_before_commit", boom)
+    with pytest.raises(RuntimeError, match="injected bulk"):
+        L.load_ages_frame(ages, age_provenance(age_run, run), engine=atlas_engine)
+    assert _age_snapshot(atlas_engine, age_run).empty and expected <= _age_objects(atlas_engine)
+    monkeypatch.setattr(L, "_before_commit", lambda conn, result: None)
+    res = L.load_ages_frame(ages, age_provenance(age_run, run), engine=atlas_engine)
+    assert (res.inserted, res.updated, res.deleted) == (len(ages), 0, 0) and expected <= _age_objects(atlas_engine)
+    pd.testing.assert_frame_equal(_age_snapshot(atlas_engine, age_run),
+                                  ages.sort_values("crater_id").reset_index(drop=True), check_dtype=False)
+    fewer = ages.iloc[::2]  # a stored run: staged upsert, and the rows the file dropped go
+    res = L.load_ages_frame(fewer, age_provenance(age_run, run), engine=atlas_engine)
+    assert (res.inserted, res.updated, res.deleted) == (0, 0, len(ages) - len(fewer))
 
 
 def test_load_leaves_planner_statistics(atlas_engine):
