@@ -4,7 +4,9 @@ Measures: load rate (an atlas Parquet file read, validated, copied, indexed and 
 as ``deepcraters load atlas`` does it; goal >= 100,000 craters/s), re-run rate with zero
 changes, index build time, and p50/p95 latency of radius (50 km), polygon and k=10 nearest
 queries (goals p95 <= 5, 5 and 3 ms), each checked against brute force on a sample.
-Prints the figures with their ratio to the goal and writes JSON.
+Also, without goals: loading the age table of every crater, a second run into the filled
+table, and the queries again with two runs loaded. Prints the figures with their ratio to
+the goal and writes JSON.
 
 Two latencies per query, labelled: ``client`` is what a user of the Python API gets (the
 ``atlas_db.queries`` function, from call to DataFrame; the goals are judged on it), and
@@ -38,9 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from atlas_db import queries as Q  # noqa: E402
 from atlas_db.engine import get_engine, safe_url  # noqa: E402
 from atlas_db.migrate import upgrade  # noqa: E402
-from atlas_db.synthetic import ROBBINS_2018_SIZE, atlas_provenance, synthetic_atlas  # noqa: E402
-from etl.contracts import read_atlas, write_atlas  # noqa: E402
-from etl.load import load_atlas  # noqa: E402
+from atlas_db.synthetic import (ROBBINS_2018_SIZE, age_provenance, atlas_provenance, synthetic_ages,  # noqa: E402
+                                synthetic_atlas)
+from etl.contracts import read_atlas, write_ages, write_atlas  # noqa: E402
+from etl.load import load_ages, load_atlas  # noqa: E402
 from etl.moon import great_circle_distance_m  # noqa: E402
 
 GOALS = {"load_rows_per_s": 100_000, "radius_p95_ms": 5.0, "polygon_p95_ms": 5.0, "nearest_p95_ms": 3.0}
@@ -210,6 +213,17 @@ def main(argv=None) -> int:
     res["rerun_rows_per_s"] = args.n / res["rerun_s"]
     print(f"[bench] load {res['load_rows_per_s']:,.0f} rows/s ({res['load_s']:.1f} s, file to commit); "
           f"re-run with zero changes {res['rerun_rows_per_s']:,.0f} rows/s ({res['rerun_s']:.1f} s)")
+
+    # The age network's table for every crater of the run, loaded the same way.
+    ages_path = workdir / "ages.parquet"
+    write_ages(synthetic_ages(atlas["crater_id"], seed=2018), ages_path, age_provenance(f"{run}-ages", run))
+    ages, res["ages_load_s"] = timed(load_ages, ages_path, engine=engine)
+    assert ages.inserted == args.n
+    again, res["ages_rerun_s"] = timed(load_ages, ages_path, engine=engine)
+    assert (again.inserted, again.updated, again.deleted) == (0, 0, 0), again
+    res["ages_load_rows_per_s"], res["ages_rerun_rows_per_s"] = args.n / res["ages_load_s"], args.n / res["ages_rerun_s"]
+    print(f"[bench] ages load {res['ages_load_rows_per_s']:,.0f} rows/s ({res['ages_load_s']:.1f} s, file to commit); "
+          f"re-run {res['ages_rerun_rows_per_s']:,.0f} rows/s ({res['ages_rerun_s']:.1f} s)")
 
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
