@@ -146,7 +146,8 @@ def nearest_craters(conn: Connection, lon: float, lat: float, k: int = 10, run: 
 
 def craters_in_polygon(conn: Connection, polygon, run: str | None = None) -> pd.DataFrame:
     """Craters whose centre lies in (or on the edge of) a lon/lat polygon (see ``region_wkt``)."""
-    return _frame(conn, f"SELECT * FROM deepcraters_craters_in_region(ST_GeomFromText(%(region)s, {MOON_SRID}), %(run)s)",
+    return _frame(conn, "SELECT * FROM deepcraters_craters_in_region("
+                        f"ST_GeomFromText(%(region)s, {MOON_SRID}), %(run)s)",
                   {"region": region_wkt(polygon), "run": run})
 
 

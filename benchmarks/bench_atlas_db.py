@@ -175,7 +175,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=ROBBINS_2018_SIZE, help="craters (default: 1.3 million)")
     p.add_argument("--queries", type=int, default=1000, help="queries of each kind (default 1000)")
     p.add_argument("--check", type=int, default=50, help="queries of each kind checked by brute force")
-    p.add_argument("--db", default=DEFAULT_URL, help=f"benchmark database, dropped and re-created (default {DEFAULT_URL})")
+    p.add_argument("--db", default=DEFAULT_URL,
+                   help=f"benchmark database, dropped and re-created (default {DEFAULT_URL})")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "atlas_db.json"))
     p.add_argument("--keep", action="store_true", help="keep the benchmark database afterwards")
     args = p.parse_args(argv)
@@ -221,7 +222,8 @@ def main(argv=None) -> int:
     assert ages.inserted == args.n
     again, res["ages_rerun_s"] = timed(load_ages, ages_path, engine=engine)
     assert (again.inserted, again.updated, again.deleted) == (0, 0, 0), again
-    res["ages_load_rows_per_s"], res["ages_rerun_rows_per_s"] = args.n / res["ages_load_s"], args.n / res["ages_rerun_s"]
+    res["ages_load_rows_per_s"] = args.n / res["ages_load_s"]
+    res["ages_rerun_rows_per_s"] = args.n / res["ages_rerun_s"]
     print(f"[bench] ages load {res['ages_load_rows_per_s']:,.0f} rows/s ({res['ages_load_s']:.1f} s, file to commit); "
           f"re-run {res['ages_rerun_rows_per_s']:,.0f} rows/s ({res['ages_rerun_s']:.1f} s)")
 
@@ -262,8 +264,9 @@ def main(argv=None) -> int:
     res["two_runs"] = {}
     for label, expected, only in (("all_runs", both, None), ("first_run_only", atlas, run)):
         got = measure_queries(engine, spy, expected, lons[:m], lats[:m], polys[:m], min(args.check, m), run=only)
-        res["two_runs"][label] = {kind: {**percentiles(v["client"]), "server": percentiles(np.asarray(v["server"]) / 1e3),
-                                         "checked_against_brute_force": v["checked"]} for kind, v in got.items()}
+        res["two_runs"][label] = {
+            kind: {**percentiles(v["client"]), "server": percentiles(np.asarray(v["server"]) / 1e3),
+                   "checked_against_brute_force": v["checked"]} for kind, v in got.items()}
     engine.dispose()
     lat_rs = {kind: v["client"] for kind, v in measured.items()}
     server = {kind: v["server"] for kind, v in measured.items()}

@@ -331,8 +331,8 @@ def _wants_bulk(cur, table: str, rows: int) -> bool:
 
 def _lock_table(cur, table: str, bulk: bool) -> None:
     """Lock ``table`` for a load before the load touches anything else: ACCESS EXCLUSIVE for a
-    bulk load (``_wants_bulk``), ROW EXCLUSIVE (what its writes take anyway) otherwise. Every load locks its table first and
-    its run table second: a bulk load re-adds the foreign key to the run table, which needs a
+    bulk load (``_wants_bulk``), ROW EXCLUSIVE (what its writes take anyway) otherwise. Every
+    load locks its table first and its run table second: a bulk load re-adds the foreign key to the run table, which needs a
     lock there that conflicts with another load's run upsert, so the opposite order in two
     loads would deadlock."""
     from psycopg2 import sql
