@@ -305,13 +305,14 @@ def test_cli_load_reports_and_fails_cleanly(atlas_url, atlas_file, tmp_path, cap
     assert "row 3, field 'lat'" in err and "nothing written" in err
 
 
-def _rebuilt_objects(engine) -> set[str]:
-    """Names of the craters indexes and constraints a bulk load drops and rebuilds, if valid."""
+def _rebuilt_objects(engine, table: str = "craters", contypes: str = "uf") -> set[str]:
+    """Names of ``table``'s valid indexes and validated constraints of ``contypes`` (pg_constraint
+    letters): what a bulk load drops and rebuilds, and what must be in place after it."""
     with engine.connect() as conn:
         idx = conn.execute(text("SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
-                                "WHERE x.indrelid = 'craters'::regclass AND x.indisvalid")).scalars()
-        con = conn.execute(text("SELECT conname FROM pg_constraint WHERE conrelid = 'craters'::regclass "
-                                "AND convalidated AND contype IN ('u', 'f')")).scalars()
+                                "WHERE x.indrelid = to_regclass(:t) AND x.indisvalid"), {"t": table}).scalars()
+        con = conn.execute(text("SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(:t) "
+                                "AND convalidated AND contype = ANY(:c)"), {"t": table, "c": list(contypes)}).scalars()
         return set(idx) | set(con)
 
 
@@ -378,22 +379,12 @@ def test_ids_of_any_length_and_script_round_trip(atlas_engine):
                                   check_index_type=False)
 
 
-def _age_objects(engine) -> set[str]:
-    """Names of the valid indexes and constraints of age_estimates (all a bulk load rebuilds)."""
-    with engine.connect() as conn:
-        idx = conn.execute(text("SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
-                                "WHERE x.indrelid = 'age_estimates'::regclass AND x.indisvalid")).scalars()
-        con = conn.execute(text("SELECT conname FROM pg_constraint WHERE conrelid = 'age_estimates'::regclass "
-                                "AND convalidated AND contype IN ('p', 'f')")).scalars()
-        return set(idx) | set(con)
-
-
 def test_bulk_ages_load_rebuilds_indexes_atomically(atlas_engine, loaded_run, monkeypatch):
     monkeypatch.setattr(L, "_BULK_MIN_ROWS", 1)
     monkeypatch.setattr(L, "_BULK_FACTOR", 0)  # every new age run takes the bulk path
     expected = {"ix_age_estimates_crater_pk", "fk_age_estimates_age_run_id_age_runs",
                 "fk_age_estimates_crater_pk_craters", "pk_age_estimates"}
-    assert expected <= _age_objects(atlas_engine)
+    assert expected <= _rebuilt_objects(atlas_engine, "age_estimates", "pf")
     run, df = loaded_run
     ages = synthetic_ages(df["crater_id"], seed=6)
     age_run = _name("bulkages")
@@ -405,10 +396,10 @@ def test_bulk_ages_load_rebuilds_indexes_atomically(atlas_engine, loaded_run, mo
     monkeypatch.setattr(L, "_before_commit", boom)
     with pytest.raises(RuntimeError, match="injected bulk"):
         L.load_ages_frame(ages, age_provenance(age_run, run), engine=atlas_engine)
-    assert _age_snapshot(atlas_engine, age_run).empty and expected <= _age_objects(atlas_engine)
+    assert _age_snapshot(atlas_engine, age_run).empty and expected <= _rebuilt_objects(atlas_engine, "age_estimates", "pf")
     monkeypatch.setattr(L, "_before_commit", lambda conn, result: None)
     res = L.load_ages_frame(ages, age_provenance(age_run, run), engine=atlas_engine)
-    assert (res.inserted, res.updated, res.deleted) == (len(ages), 0, 0) and expected <= _age_objects(atlas_engine)
+    assert (res.inserted, res.updated, res.deleted) == (len(ages), 0, 0) and expected <= _rebuilt_objects(atlas_engine, "age_estimates", "pf")
     pd.testing.assert_frame_equal(_age_snapshot(atlas_engine, age_run),
                                   ages.sort_values("crater_id").reset_index(drop=True), check_dtype=False)
     fewer = ages.iloc[::2]  # a stored run: staged upsert, and the rows the file dropped go
