@@ -329,16 +329,23 @@ def _wants_bulk(cur, table: str, rows: int) -> bool:
     return float(cur.fetchone()[0]) * _BULK_FACTOR < rows
 
 
-def _lock_table(cur, table: str, bulk: bool) -> None:
-    """Lock ``table`` for a load before the load touches anything else: ACCESS EXCLUSIVE for a
-    bulk load (``_wants_bulk``), ROW EXCLUSIVE (what its writes take anyway) otherwise. Every
-    load locks its table first and its run table second: a bulk load re-adds the foreign key to the run table, which needs a
+def _lock_table(cur, table: str, rows: int, first: tuple[str, ...] = ()) -> bool:
+    """Lock ``table`` for a load of ``rows`` rows before the load touches anything else, and say
+    whether it may take the bulk path (``_wants_bulk``): ACCESS EXCLUSIVE for a bulk load, ROW
+    EXCLUSIVE (what its writes take anyway) otherwise. Every load locks its table first and
+    its run table second: a bulk load re-adds the foreign key to the run table, which needs a
     lock there that conflicts with another load's run upsert, so the opposite order in two
-    loads would deadlock."""
+    loads would deadlock. For the same reason a bulk load first takes SHARE ROW EXCLUSIVE on
+    the tables of ``first``: those its re-added foreign keys reference that other loads lock
+    before ``table`` (an atlas load's cascading delete locks craters, then age_estimates)."""
     from psycopg2 import sql
 
+    bulk = _wants_bulk(cur, table, rows)
+    for other in first if bulk else ():
+        cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(other)))
     mode = "ACCESS EXCLUSIVE" if bulk else "ROW EXCLUSIVE"
     cur.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.Identifier(table), sql.SQL(mode)))
+    return bulk
 
 
 def _load_run(cur, table: str, scope: tuple[str, int], key: str, df: pd.DataFrame, dtypes: dict[str, str],
@@ -456,8 +463,7 @@ def load_atlas_frame(df: pd.DataFrame, provenance: AtlasProvenance, url: str | N
     def body(conn, cur):
         _lock_run(cur, "atlas", provenance.run_name)
         _set_local(cur)
-        bulk = _wants_bulk(cur, "craters", len(df))
-        _lock_table(cur, "craters", bulk)
+        bulk = _lock_table(cur, "craters", len(df))
         run_id = _upsert_run(cur, "detection_runs", "run_name", {
             "run_name": provenance.run_name, "model": provenance.model, "config_hash": provenance.config_hash,
             "source_mosaics": list(provenance.source_mosaics), "code_version": provenance.code_version,
@@ -507,13 +513,7 @@ def load_ages_frame(df: pd.DataFrame, provenance: AgeProvenance, url: str | None
     def body(conn, cur):
         _lock_run(cur, "ages", provenance.run_name)
         _set_local(cur)
-        bulk = _wants_bulk(cur, "age_estimates", len(df))
-        if bulk:
-            # A bulk load re-adds the foreign key to craters, which locks craters. Take that lock
-            # before age_estimates', the order in which an atlas load's cascading delete takes
-            # them, so that the two never wait on each other.
-            cur.execute("LOCK TABLE craters IN SHARE ROW EXCLUSIVE MODE")
-        _lock_table(cur, "age_estimates", bulk)
+        bulk = _lock_table(cur, "age_estimates", len(df), first=("craters",))
         cur.execute("SELECT id FROM detection_runs WHERE run_name = %s", (provenance.atlas_run,))
         row = cur.fetchone()
         if row is None:
@@ -554,8 +554,7 @@ def load_reference_frame(df: pd.DataFrame, name: str, url: str | None = None, *,
     def body(conn, cur):
         _lock_run(cur, "reference", name)
         _set_local(cur)
-        bulk = _wants_bulk(cur, "reference_craters", len(df))
-        _lock_table(cur, "reference_craters", bulk)
+        bulk = _lock_table(cur, "reference_craters", len(df))
         cat_id = _upsert_run(cur, "reference_catalogues", "name", {"name": name, "source": source_text})
         inserted, updated, deleted = _load_run(cur, "reference_craters", ("catalogue_id", cat_id), "ref_id", df,
                                                REFERENCE_COLUMNS, "stage_reference", bulk, progress, f"COPY {name}",
