@@ -247,7 +247,7 @@ def main(argv=None) -> int:
 
     # A second run of the same size into the table that now holds the first (after the
     # queries, which are judged at 1.3 million craters): the load rebuilds the indexes over
-    # both runs or maintains them row by row, whichever etl.load judges cheaper.
+    # both runs or maintains them row by row, whichever atlas_db.bulk judges cheaper.
     run2 = f"{run}-2"
     path2 = workdir / "atlas2.parquet"
     atlas2 = write_atlas(synthetic_atlas(args.n, run2, 2019), path2, atlas_provenance(run2))

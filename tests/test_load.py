@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
+import atlas_db.bulk as B
 import etl.load as L
 from atlas_db.synthetic import age_provenance, atlas_provenance, synthetic_ages, synthetic_atlas
 from etl.cli import main as cli_main
@@ -110,7 +111,7 @@ def test_exception_before_commit_leaves_database_unchanged(atlas_engine, atlas_f
         assert result.inserted == len(df)  # the rows were written inside the transaction ...
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(L, "_before_commit", boom)
+    monkeypatch.setattr(B, "_before_commit", boom)
     with pytest.raises(RuntimeError, match="injected"):
         L.load_atlas(path, engine=atlas_engine)
     assert not _run_exists(atlas_engine, run)  # ... and none of them survived
@@ -123,7 +124,7 @@ def test_exception_before_commit_leaves_database_unchanged(atlas_engine, atlas_f
         assert result.updated == len(df)
         raise RuntimeError("injected update failure")
 
-    monkeypatch.setattr(L, "_before_commit", boom_update)
+    monkeypatch.setattr(B, "_before_commit", boom_update)
     with pytest.raises(RuntimeError, match="injected"):
         L.load_atlas_frame(changed, atlas_provenance(run), engine=atlas_engine)
     pd.testing.assert_frame_equal(_snapshot(atlas_engine, run), before)
@@ -133,11 +134,12 @@ def test_load_killed_mid_way_leaves_database_unchanged(atlas_url, atlas_engine, 
     path, run, _ = atlas_file
     child = textwrap.dedent(f"""
         import sys, time
+        import atlas_db.bulk as B
         import etl.load as L
         def hang(conn, result):
             print("STAGED", result.inserted, flush=True)
             time.sleep(120)
-        L._before_commit = hang
+        B._before_commit = hang
         L.load_atlas({str(path)!r}, {atlas_url!r})
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -320,8 +322,8 @@ def test_bulk_load_rebuilds_indexes_atomically_and_concurrently(atlas_url, atlas
     """The bulk path (indexes and foreign key dropped, rows copied, all rebuilt in the load's
     transaction) stores the same rows, leaves every index and constraint in place after a
     commit and after a failure, and serialises concurrent bulk loads instead of failing them."""
-    monkeypatch.setattr(L, "_BULK_MIN_ROWS", 1)
-    monkeypatch.setattr(L, "_BULK_FACTOR", 0)  # every new run takes the bulk path
+    monkeypatch.setattr(B, "_BULK_MIN_ROWS", 1)
+    monkeypatch.setattr(B, "_BULK_FACTOR", 0)  # every new run takes the bulk path
     expected = {"ix_craters_geom", "uq_craters_run_id_crater_id", "fk_craters_run_id_detection_runs", "pk_craters"}
     assert expected <= _rebuilt_objects(atlas_engine)
 
@@ -332,11 +334,11 @@ def test_bulk_load_rebuilds_indexes_atomically_and_concurrently(atlas_url, atlas
         assert result.inserted == len(df)
         raise RuntimeError("injected bulk failure")
 
-    monkeypatch.setattr(L, "_before_commit", boom)
+    monkeypatch.setattr(B, "_before_commit", boom)
     with pytest.raises(RuntimeError, match="injected bulk"):
         L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
     assert not _run_exists(atlas_engine, run) and expected <= _rebuilt_objects(atlas_engine)
-    monkeypatch.setattr(L, "_before_commit", lambda conn, result: None)
+    monkeypatch.setattr(B, "_before_commit", lambda conn, result: None)
 
     res = L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
     assert (res.inserted, res.updated, res.deleted) == (len(df), 0, 0)
@@ -380,8 +382,8 @@ def test_ids_of_any_length_and_script_round_trip(atlas_engine):
 
 
 def test_bulk_ages_load_rebuilds_indexes_atomically(atlas_engine, loaded_run, monkeypatch):
-    monkeypatch.setattr(L, "_BULK_MIN_ROWS", 1)
-    monkeypatch.setattr(L, "_BULK_FACTOR", 0)  # every new age run takes the bulk path
+    monkeypatch.setattr(B, "_BULK_MIN_ROWS", 1)
+    monkeypatch.setattr(B, "_BULK_FACTOR", 0)  # every new age run takes the bulk path
     expected = {"ix_age_estimates_crater_pk", "fk_age_estimates_age_run_id_age_runs",
                 "fk_age_estimates_crater_pk_craters", "pk_age_estimates"}
     assert expected <= _rebuilt_objects(atlas_engine, "age_estimates", "pf")
@@ -393,11 +395,11 @@ def test_bulk_ages_load_rebuilds_indexes_atomically(atlas_engine, loaded_run, mo
         assert result.inserted == len(ages)
         raise RuntimeError("injected bulk failure")
 
-    monkeypatch.setattr(L, "_before_commit", boom)
+    monkeypatch.setattr(B, "_before_commit", boom)
     with pytest.raises(RuntimeError, match="injected bulk"):
         L.load_ages_frame(ages, age_provenance(age_run, run), engine=atlas_engine)
     assert _age_snapshot(atlas_engine, age_run).empty and expected <= _rebuilt_objects(atlas_engine, "age_estimates", "pf")
-    monkeypatch.setattr(L, "_before_commit", lambda conn, result: None)
+    monkeypatch.setattr(B, "_before_commit", lambda conn, result: None)
     res = L.load_ages_frame(ages, age_provenance(age_run, run), engine=atlas_engine)
     assert (res.inserted, res.updated, res.deleted) == (len(ages), 0, 0) and expected <= _rebuilt_objects(atlas_engine, "age_estimates", "pf")
     pd.testing.assert_frame_equal(_age_snapshot(atlas_engine, age_run),
