@@ -1,6 +1,7 @@
 """How artefacts record how they were made: the code version every writer stamps."""
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,3 +24,10 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return v
+
+
+def config_hash(cfg) -> str:
+    """Short SHA-256 of a config's full YAML dump (anything with ``.dump()``, e.g. a yacs/Detectron2
+    CfgNode, or the dumped text): two artefacts with the same hash were made with the same settings."""
+    text = cfg if isinstance(cfg, str) else cfg.dump()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
