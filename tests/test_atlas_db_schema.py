@@ -12,13 +12,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from atlas_db import queries as Q
-from atlas_db.cli import db_main
-from atlas_db.cli import main as query_main
 from atlas_db.engine import get_engine
 from atlas_db.migrate import upgrade
 from atlas_db.models import Base
 from atlas_db.synthetic import atlas_provenance, synthetic_atlas, synthetic_catalogue
 from atlas_db.views import VIEWS, ensure_reader_role
+from etl.commands.db import main as db_main
+from etl.commands.query import main as query_main
 from etl.load import load_atlas_frame
 from etl.moon import MOON_SRID
 

@@ -1,4 +1,5 @@
-"""``deepcraters query`` (spatial queries on the atlas) and ``deepcraters db`` (schema and roles).
+"""``deepcraters query``: spatial queries on the atlas (``atlas_db.queries``), printed as a
+table, CSV or GeoJSON.
 
 The database URL comes from ``--db``, else ``DATABASE_URL``, else the local default;
 passwords belong in the URL's environment or ``~/.pgpass`` and are never printed.
@@ -8,14 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-_DB_HELP = ("database URL (default: $DATABASE_URL, else postgresql://postgres@localhost:5432/deepcraters); "
-            "keep passwords in ~/.pgpass or the environment")
+from etl.commands._options import add_db_option
 
 
 def _read_region(args) -> str:
@@ -24,7 +23,7 @@ def _read_region(args) -> str:
     return Path(args.geojson).read_text()
 
 
-def _query_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepcraters query",
         description="Spatial queries on the PostGIS crater atlas. Distances are great-circle distances on the "
@@ -43,7 +42,7 @@ def _query_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="query", required=True, metavar="QUERY")
 
     def common(sp, geo=True):
-        sp.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
+        add_db_option(sp)
         choices = ["table", "csv", "geojson"] if geo else ["table", "csv"]
         sp.add_argument("--format", choices=choices, default="table", help="output format (default: table)")
         sp.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from atlas_db.engine import get_engine, safe_url
 
-    args = _query_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     engine = get_engine(args.db)
     try:
         with engine.connect() as conn:
@@ -194,60 +193,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(df)} rows -> {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(out)
-    return 0
-
-
-def _db_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="deepcraters db",
-        description="Create or migrate the atlas schema (tables via Alembic, then SQL functions and views), "
-                    "and manage the read-only role for query users.",
-        epilog="examples:\n"
-               "  deepcraters db upgrade\n"
-               "  READER_PW=... deepcraters db roles --reader deepcraters_reader --password-env READER_PW",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sp = sub.add_parser("upgrade", help="create the database if needed and migrate it to the latest schema")
-    sp.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
-    sp.add_argument("--revision", default="head", help="Alembic revision to reach (default: head)")
-    sp = sub.add_parser("roles", help="create/refresh a login role that may SELECT the atlas views and nothing else")
-    sp.add_argument("--db", default=None, metavar="URL", help=_DB_HELP)
-    sp.add_argument("--reader", default=None, help="role name (default: deepcraters_reader)")
-    sp.add_argument("--password-env", default=None, metavar="VAR",
-                    help="set the role's password from this environment variable (never from the command line)")
-    return p
-
-
-def db_main(argv: list[str] | None = None) -> int:
-    """``deepcraters db``."""
-    from atlas_db.engine import database_url, get_engine, safe_url
-
-    args = _db_parser().parse_args(argv)
-    url = database_url(args.db)
-    if args.action == "upgrade":
-        from atlas_db.migrate import upgrade
-
-        try:
-            rev = upgrade(url, args.revision)
-        except RuntimeError as exc:
-            print(f"deepcraters db upgrade: {exc}", file=sys.stderr)
-            return 1
-        print(f"{safe_url(url)} is at revision {rev}")
-        return 0
-    from atlas_db.views import READER_ROLE, ensure_reader_role
-
-    role = args.reader or READER_ROLE
-    password = None
-    if args.password_env:
-        password = os.environ.get(args.password_env)
-        if password is None:
-            print(f"deepcraters db roles: environment variable {args.password_env} is not set", file=sys.stderr)
-            return 2
-    engine = get_engine(url)
-    try:
-        with engine.begin() as conn:
-            ensure_reader_role(conn, role, password)
-    finally:
-        engine.dispose()
-    print(f"role {role!r} may read the atlas views in {safe_url(url)}")
     return 0
