@@ -1,0 +1,252 @@
+"""Crater crops: one window per crater, centred on it, sized to it and drawn round.
+
+Each crop is a square of side ``k x diameter`` on the ground, sampled on an S x S grid of a
+local azimuthal-equidistant projection centred on the crater (on the Moon sphere, north up).
+In that projection distances from the centre are great-circle distances, so the rim circle
+(the same circle that :func:`etl.geometry.crater_boxes_px` projects into a mosaic for the
+detector's boxes) is a circle of radius ``S / (2 k)`` pixels at any latitude; a crater at 60
+degrees in a simple-cylindrical mosaic, twice as wide as tall there, comes out round.
+
+For each crater only the source window that covers its crop is read (rasterio windowed
+reads, decimated by GDAL when the crop's pixels are much larger than the source's, so a
+100 km crater in a 100 m mosaic does not read 3,000 x 3,000 pixels), then resampled
+bilinearly onto the crop grid. The DEM stays in metres, absolute (no per-crop scaling: the
+relief is the age signal). Nodata and the outside of a mosaic become NaN, and a crater with
+more than ``max_invalid_fraction`` of its crop missing is reported as not measurable
+(``valid`` False with the reason), never filled with zeros. A mosaic spanning all
+longitudes wraps at the antimeridian.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+from scipy import ndimage
+
+from etl.geometry import PixelGrid
+from etl.moon import MOON_RADIUS_M, normalize_lon
+from etl.rasters import open_raster, read_window
+
+__all__ = ["CraterCrops", "CropSettings", "extract_crops", "local_lonlat"]
+
+# A bilinear sample is kept when at least this share of its interpolation weight falls on
+# valid source pixels (the value is renormalised over them): edges of nodata do not bleed,
+# and a crop does not lose a half-pixel ring at every nodata boundary.
+_MIN_VALID_WEIGHT = 0.5
+# Band units (GDAL metadata) that mean kilometres; anything else is taken as metres.
+_KM_UNITS = {"km", "kilometre", "kilometer", "kilometres", "kilometers"}
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """Crop geometry."""
+
+    size_px: int = 64             # S: every crop is resampled to S x S pixels
+    side_diameters: float = 3.0   # k: crop side = k x diameter; k = 3 reaches 3 radii from the centre
+                                  #    (rim at 1 R, ejecta annulus 1-2 R, surroundings 2-3 R)
+
+    def __post_init__(self):
+        if int(self.size_px) < 4:
+            raise ValueError(f"size_px must be >= 4, got {self.size_px}")
+        if not self.side_diameters > 1.0:
+            raise ValueError(f"side_diameters must be > 1 (the crop must contain the rim), got {self.side_diameters}")
+
+    @property
+    def radius_px(self) -> float:
+        """Rim radius in crop pixels (the same for every crater): S / (2 k)."""
+        return self.size_px / (2.0 * self.side_diameters)
+
+    def radius_grid(self) -> np.ndarray:
+        """(S, S) distance of every crop pixel centre from the crater centre, in crater radii."""
+        offsets = np.arange(self.size_px) + 0.5 - self.size_px / 2.0
+        return np.hypot(offsets[None, :], offsets[:, None]) / self.radius_px
+
+
+@dataclass
+class CraterCrops:
+    """Crops of N craters, in the order of the input table."""
+
+    dom: np.ndarray | None        # float32 (N, S, S): DOM values as stored (NaN where nodata / outside)
+    dem_m: np.ndarray | None      # float32 (N, S, S): elevation in metres, absolute as in the DEM
+    pixel_size_m: np.ndarray      # float64 (N,): ground metres per crop pixel (= k * D * 1000 / S)
+    valid: np.ndarray             # bool (N,): False = crater not measurable (mosaic edge, nodata)
+    reasons: list[str]            # '' when valid, else why
+    settings: CropSettings
+    invalid_fraction: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> (N,) share of NaN pixels
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+
+def local_lonlat(lon0_deg, lat0_deg, x_m, y_m, radius_m: float = MOON_RADIUS_M) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of the azimuthal-equidistant projection centred on (lon0, lat0) on the sphere:
+    x east, y north, metres -> lon (-180..180), lat, degrees. The point lies at great-circle
+    distance hypot(x, y) from the centre, at azimuth atan2(x, y) clockwise from north
+    (the destination-point formula, as in :func:`etl.geometry.rim_lonlat`). Arrays broadcast."""
+    lon0, lat0 = np.radians(np.asarray(lon0_deg, dtype=float)), np.radians(np.asarray(lat0_deg, dtype=float))
+    x, y = np.asarray(x_m, dtype=float), np.asarray(y_m, dtype=float)
+    delta = np.hypot(x, y) / radius_m
+    azimuth = np.arctan2(x, y)
+    sin_lat = np.sin(lat0) * np.cos(delta) + np.cos(lat0) * np.sin(delta) * np.cos(azimuth)
+    lat = np.arcsin(np.clip(sin_lat, -1.0, 1.0))
+    lon = lon0 + np.arctan2(np.sin(azimuth) * np.sin(delta) * np.cos(lat0), np.cos(delta) - np.sin(lat0) * sin_lat)
+    return np.asarray(normalize_lon(np.degrees(lon))), np.degrees(lat)
+
+
+class _Layer:
+    """One open raster and the way to sample crops from it."""
+
+    def __init__(self, name: str, path, assume_crs, unit_m: float | None):
+        self.name = name
+        self.ds = open_raster(path, assume_crs=assume_crs)
+        self.grid = PixelGrid.from_dataset(self.ds, assume_crs=assume_crs)
+        if unit_m is None:
+            unit = (self.ds.units[0] or "").strip().lower() if self.ds.units else ""
+            unit_m = 1000.0 if unit in _KM_UNITS else 1.0
+        self.unit_m = float(unit_m)
+        # A cylindrical mosaic whose width is the whole circle wraps at its seam.
+        period = self.grid._x_period()
+        self.period_px = None
+        if period is not None:
+            width_x = abs(self.grid.transform.a) * self.grid.width
+            if abs(width_x - period) <= abs(self.grid.transform.a):
+                self.period_px = period / abs(self.grid.transform.a)
+
+    def close(self):
+        self.ds.close()
+
+    def sample(self, lon_deg: np.ndarray, lat_deg: np.ndarray, lon_c: float, lat_c: float,
+               size_px: int) -> np.ndarray:
+        """Bilinear samples (S, S) at lon/lat, NaN where no valid source covers them."""
+        cols, rows = self.grid.lonlat_to_pixel(lon_deg, lat_deg)
+        col_c, _ = self.grid.lonlat_to_pixel(lon_c, lat_c)
+        if self.period_px is not None:
+            # Keep every sample on the crater's side of the seam.
+            p = self.period_px
+            cols = col_c + (cols - col_c + p / 2.0) % p - p / 2.0
+        out = np.full((size_px, size_px), np.nan, dtype=np.float32)
+        finite = np.isfinite(cols) & np.isfinite(rows)
+        if not finite.any():
+            return out
+        # Decimate the read where the crop's pixels span several source pixels (GDAL averages,
+        # so big craters are anti-aliased and read little); measured along the crop's central
+        # row and column, which never cross a pole.
+        mid = size_px // 2
+        span_c = np.nanmax(cols[mid]) - np.nanmin(cols[mid]) if finite[mid].all() else 0.0
+        span_r = np.nanmax(rows[:, mid]) - np.nanmin(rows[:, mid]) if finite[:, mid].all() else 0.0
+        step_c = max(1, int(span_c / size_px))
+        step_r = max(1, int(span_r / size_px))
+        c0 = math.floor(cols[finite].min() - 0.5) - step_c
+        c1 = math.ceil(cols[finite].max() + 0.5) + step_c
+        r0 = max(math.floor(rows[finite].min() - 0.5) - step_r, -step_r)
+        r1 = min(math.ceil(rows[finite].max() + 0.5) + step_r, self.grid.height + step_r)
+        if r1 <= r0 or c1 <= c0:
+            return out
+        width = self.grid.width
+        wraps = self.period_px is not None and (c0 < 0 or c1 > width)
+        if wraps:
+            step_c = 1  # pieces on both sides of the seam are read at full resolution and joined
+            c0, c1 = max(c0, math.floor(col_c - width / 2.0)), min(c1, math.ceil(col_c + width / 2.0))
+        out_h = max(1, math.ceil((r1 - r0) / step_r))
+        out_w = max(1, math.ceil((c1 - c0) / step_c))
+        resampling = Resampling.average if step_c > 1 or step_r > 1 else Resampling.nearest
+        if not wraps:
+            data = read_window(self.ds, Window(c0, r0, c1 - c0, r1 - r0), out_shape=(out_h, out_w),
+                               resampling=resampling)
+        else:
+            pieces, start = [], c0
+            while start < c1:
+                local = start % width
+                stop = min(c1, start + (width - local))
+                pieces.append(read_window(self.ds, Window(local, r0, stop - start, r1 - r0),
+                                          out_shape=(out_h, stop - start), resampling=resampling))
+                start = stop
+            data = np.ma.concatenate(pieces, axis=1)
+        values = np.ma.filled(data, 0.0).astype(np.float32)
+        weight = (~np.ma.getmaskarray(data)).astype(np.float32)
+        # Fractional window coordinates of pixel centres: source col c -> (c - c0) / step - 0.5.
+        wc = (cols - c0) * (out_w / (c1 - c0)) - 0.5
+        wr = (rows - r0) * (out_h / (r1 - r0)) - 0.5
+        coords = np.stack([np.where(finite, wr, -10.0), np.where(finite, wc, -10.0)])
+        num = ndimage.map_coordinates(values * weight, coords, order=1, mode="constant", cval=0.0)
+        den = ndimage.map_coordinates(weight, coords, order=1, mode="constant", cval=0.0)
+        ok = finite & (den >= _MIN_VALID_WEIGHT)
+        out[ok] = (num[ok] / den[ok]) * self.unit_m
+        return out
+
+
+def _describe_invalid(name: str, fraction: float) -> str:
+    if fraction >= 1.0:
+        return f"outside the {name}"
+    return f"{fraction:.0%} of the {name} crop is nodata or outside the mosaic"
+
+
+def extract_crops(craters: pd.DataFrame, *, dom_path=None, dem_path=None,
+                  settings: CropSettings = CropSettings(), assume_crs=None, progress: bool = False,
+                  max_invalid_fraction: float = 0.05, dem_unit_m: float | None = None) -> CraterCrops:
+    """Crops of every crater (columns ``lon``, ``lat`` in degrees, ``diameter_km``) from a DOM
+    and/or a DEM GeoTIFF in a lunar CRS (``assume_crs`` states it for files without one).
+
+    ``dem_unit_m``: metres per DEM unit; None reads the band's unit (``km`` -> 1000) and
+    defaults to metres. A crater whose crop misses more than ``max_invalid_fraction`` of any
+    layer is not valid (``reasons`` says which layer and how much); its crop keeps the values
+    that were there, NaN elsewhere. See the module docstring for the geometry.
+    """
+    if dom_path is None and dem_path is None:
+        raise ValueError("extract_crops needs dom_path, dem_path or both")
+    missing = [c for c in ("lon", "lat", "diameter_km") if c not in craters.columns]
+    if missing:
+        raise ValueError(f"craters table lacks column(s) {missing}; needs lon, lat (degrees) and diameter_km")
+    s = settings.size_px
+    lon = normalize_lon(craters["lon"].to_numpy(dtype=float))
+    lon = np.atleast_1d(lon)
+    lat = craters["lat"].to_numpy(dtype=float)
+    diameter_km = craters["diameter_km"].to_numpy(dtype=float)
+    n = len(craters)
+    side_m = settings.side_diameters * diameter_km * 1000.0
+    # Crop pixel centres in units of the side: x east, y north (row 0 is the northern edge).
+    u = (np.arange(s) + 0.5) / s - 0.5
+    ux, uy = np.meshgrid(u, -u)
+
+    layers: list[_Layer] = []
+    try:
+        if dom_path is not None:
+            layers.append(_Layer("DOM", dom_path, assume_crs, 1.0))
+        if dem_path is not None:
+            layers.append(_Layer("DEM", dem_path, assume_crs, dem_unit_m))
+        arrays = {layer.name: np.full((n, s, s), np.nan, dtype=np.float32) for layer in layers}
+        fractions = {layer.name: np.ones(n) for layer in layers}
+        reasons = [""] * n
+        valid = np.ones(n, dtype=bool)
+        iterator = range(n)
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, desc="crater crops", unit="crater")
+        for i in iterator:
+            if not (np.isfinite(lon[i]) and np.isfinite(lat[i]) and abs(lat[i]) <= 90.0
+                    and np.isfinite(diameter_km[i]) and diameter_km[i] > 0):
+                valid[i] = False
+                reasons[i] = "bad position or diameter"
+                continue
+            plon, plat = local_lonlat(lon[i], lat[i], ux * side_m[i], uy * side_m[i])
+            why = []
+            for layer in layers:
+                crop = layer.sample(plon, plat, float(lon[i]), float(lat[i]), s)
+                arrays[layer.name][i] = crop
+                frac = float(np.isnan(crop).mean())
+                fractions[layer.name][i] = frac
+                if frac > max_invalid_fraction:
+                    why.append(_describe_invalid(layer.name, frac))
+            if why:
+                valid[i] = False
+                reasons[i] = "; ".join(why)
+    finally:
+        for layer in layers:
+            layer.close()
+    return CraterCrops(dom=arrays.get("DOM"), dem_m=arrays.get("DEM"), pixel_size_m=side_m / s,
+                       valid=valid, reasons=reasons, settings=settings, invalid_fraction=fractions)
