@@ -21,8 +21,7 @@ from sqlalchemy import (ARRAY, BigInteger, CheckConstraint, Computed, DateTime, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from atlas_db.srs import GEOM_SQL
-from etl.age_classes import AGE_CLASS_CODES
-from etl.contracts import PROB_COLUMNS
+from etl.age_classes import AGE_CLASS_CODES, PROB_COLUMNS
 from etl.moon import MOON_SRID
 
 NAMING_CONVENTION = {
@@ -121,7 +120,7 @@ class AgeEstimate(Base):
 
     age_run_id: Mapped[int] = mapped_column(ForeignKey("age_runs.id", ondelete="CASCADE"), primary_key=True)
     crater_pk: Mapped[int] = mapped_column(ForeignKey("craters.id", ondelete="CASCADE"), primary_key=True)
-    # One column per age class, oldest first; names come from etl.contracts.PROB_COLUMNS.
+    # One column per age class, oldest first; names come from etl.age_classes.PROB_COLUMNS.
     p_pnc: Mapped[float] = mapped_column(Double)
     p_nc: Mapped[float] = mapped_column(Double)
     p_ic: Mapped[float] = mapped_column(Double)
@@ -137,7 +136,7 @@ class AgeEstimate(Base):
 
 
 assert tuple(c for c in AgeEstimate.__table__.columns.keys() if c.startswith("p_")) == PROB_COLUMNS, \
-    "age_estimates probability columns must follow etl.contracts.PROB_COLUMNS"
+    "age_estimates probability columns must follow etl.age_classes.PROB_COLUMNS"
 
 
 class ReferenceCatalogue(Base):

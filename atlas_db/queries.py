@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Connection
 
-from etl.age_classes import AGE_CLASS_CODES
-from etl.contracts import PROB_COLUMNS
+from etl.age_classes import AGE_CLASS_CODES, PROB_COLUMNS
 from etl.moon import MOON_SRID
 
 CRATER_COLUMNS = "run_name, crater_id, lon, lat, diameter_km, score"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from etl.contracts import PROB_COLUMNS
+from etl.age_classes import PROB_COLUMNS
 from etl.matching import MATCH_MAX_CENTRE_DISTANCE_FRAC, MATCH_MAX_DIAMETER_RATIO
 from etl.moon import MOON_SRID
 

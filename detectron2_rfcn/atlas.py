@@ -15,7 +15,6 @@ to the level where they fit.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,25 +157,13 @@ def detect_mosaic(predictor: Callable[[np.ndarray, PixelGrid], tuple[np.ndarray,
     })
 
 
-def config_hash(cfg) -> str:
-    """Short SHA-256 of a config's full YAML dump: two atlases with the same hash were made
-    with the same settings."""
-    return hashlib.sha256(cfg.dump().encode()).hexdigest()[:16]
-
-
-def model_name(cfg) -> str:
-    """A readable model name, e.g. ``RFCN/build_resnet_backbone/R18``."""
-    depth = cfg.MODEL.RESNETS.DEPTH if "resnet" in cfg.MODEL.BACKBONE.NAME else ""
-    return "/".join(str(p) for p in (cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.BACKBONE.NAME, f"R{depth}" if depth else "") if p)
-
-
 def write_mosaic_atlas(cfg, weights: str | None, dom_path: str | Path, dem_path: str | Path,
                        out_path: str | Path, *, run_name: str, settings: AtlasSettings = AtlasSettings(),
                        assume_crs=None, progress: bool = True) -> pd.DataFrame:
     """Detect every crater of a mosaic and write the atlas file (GeoPackage/CSV/Parquet by
     suffix) with its provenance. Returns the atlas as written."""
     from etl.contracts import AtlasProvenance, write_atlas
-    from etl.provenance import code_version
+    from etl.provenance import code_version, config_hash, model_name
 
     predictor = CraterPredictor.from_config(cfg, weights)
     atlas = detect_mosaic(predictor, dom_path, dem_path, settings=settings, assume_crs=assume_crs, progress=progress)
@@ -190,5 +177,4 @@ def write_mosaic_atlas(cfg, weights: str | None, dom_path: str | Path, dem_path:
     return write_atlas(atlas, out_path, provenance)
 
 
-__all__: Sequence[str] = ["AtlasSettings", "CraterPredictor", "config_hash", "detect_mosaic", "model_name",
-                          "tile_windows", "write_mosaic_atlas"]
+__all__: Sequence[str] = ["AtlasSettings", "CraterPredictor", "detect_mosaic", "tile_windows", "write_mosaic_atlas"]

@@ -85,3 +85,5 @@ _END_GA = {
 
 NUM_AGE_CLASSES: int = len(AgeClass)
 AGE_CLASS_CODES: tuple[str, ...] = tuple(c.code for c in AgeClass)
+#: Column names of the per-class probabilities in the ages contract and the database, oldest first.
+PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{c.code.lower()}" for c in AgeClass)

@@ -36,16 +36,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from etl.age_classes import AGE_CLASS_CODES, NUM_AGE_CLASSES, AgeClass
+from etl.age_classes import AGE_CLASS_CODES, NUM_AGE_CLASSES, PROB_COLUMNS
 from etl.moon import MOON_SRID, normalize_lon
 
 CONTRACT_VERSION = 1
 METADATA_KEY = "deepcraters"
 #: CRS written into GeoPackages (the same sphere as the database's MOON_SRID).
 GPKG_CRS = f"ESRI:{MOON_SRID}"
-
-#: Probability columns of the age table, oldest class first, derived from the age-class codes.
-PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{c.code.lower()}" for c in AgeClass)
 
 #: Atlas columns and their dtypes, in file order.
 ATLAS_COLUMNS: dict[str, str] = {

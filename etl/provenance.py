@@ -31,3 +31,11 @@ def config_hash(cfg) -> str:
     CfgNode, or the dumped text): two artefacts with the same hash were made with the same settings."""
     text = cfg if isinstance(cfg, str) else cfg.dump()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_name(cfg) -> str:
+    """A readable name for a Detectron2-style config (``cfg.MODEL``), e.g.
+    ``RFCN/build_resnet_backbone/R18``; read from the config, so no model library is imported."""
+    depth = cfg.MODEL.RESNETS.DEPTH if "resnet" in cfg.MODEL.BACKBONE.NAME else ""
+    parts = (cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.BACKBONE.NAME, f"R{depth}" if depth else "")
+    return "/".join(str(p) for p in parts if p)
