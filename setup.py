@@ -34,6 +34,7 @@ setup(
         "matplotlib>=3.7",
         "tqdm>=4.60",
         "PyYAML>=6.0",
+        "ray>=2.40",
         "pytest>=7.4",
     ],
     entry_points={"console_scripts": ["deepcraters = etl.cli:main"]},
