@@ -1,6 +1,6 @@
 """``add_rfcn_config``: the config keys this plugin adds to Detectron2's defaults.
 
-It only *adds* keys (yacs rejects unknown keys in YAML files, so ``train_net.setup``
+It only *adds* keys (yacs rejects unknown keys in YAML files, so ``engine.setup``
 calls it before ``merge_from_file``); Detectron2's own defaults are never edited:
 the values R-FCN needs for existing keys live in ``configs/Base-RFCN.yaml``.
 """
@@ -114,7 +114,7 @@ def resolve_device(cfg: CN) -> CN:
 
 def get_rfcn_cfg(config_file: Optional[str] = None, opts: Optional[Sequence[str]] = None) -> CN:
     """Detectron2's defaults + ours, merged with a YAML and ``KEY VALUE`` overrides; the device
-    resolved. Not frozen (``tools/train_net.setup`` freezes after registering datasets)."""
+    resolved. Not frozen (``detectron2_rfcn.engine.setup`` freezes after registering datasets)."""
     cfg = add_rfcn_config(get_cfg())
     if config_file:
         cfg.merge_from_file(config_file)

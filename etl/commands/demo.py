@@ -1,6 +1,6 @@
 """``deepcraters demo``: the whole pipeline on a synthetic study area, start to finish.
 
-synth world -> tile dataset -> train R-FCN (tools/train_net.py, quick CPU schedule) ->
+synth world -> tile dataset -> train R-FCN (``detectron2_rfcn.engine``, quick CPU schedule) ->
 evaluate on the spatially held-out test region -> atlas of the whole mosaic -> load into
 PostGIS -> SQL answers. Each step writes under ``--out`` and is skipped when its output
 is already there (``--fresh`` redoes everything), so an interrupted demo resumes.
@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TRAIN_NET = REPO_ROOT / "tools" / "train_net.py"
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "rfcn_timm_R_18_os16_synthetic_cpu.yaml"
 
 
@@ -56,9 +55,10 @@ class StepFailed(RuntimeError):
 
 
 def _train_net(*argv: str) -> None:
-    """tools/train_net.py, Detectron2's convention, in its own process (as a user would run it)."""
-    if subprocess.run([sys.executable, str(TRAIN_NET), *argv]).returncode != 0:
-        raise StepFailed(f"tools/train_net.py {' '.join(argv)} failed (its log is above)")
+    """``python -m detectron2_rfcn.engine`` (what tools/train_net.py launches), in its own process:
+    training's memory and Detectron2's logging setup end with it."""
+    if subprocess.run([sys.executable, "-m", "detectron2_rfcn.engine", *argv]).returncode != 0:
+        raise StepFailed(f"python -m detectron2_rfcn.engine {' '.join(argv)} failed (its log is above)")
 
 
 def main(argv: list[str] | None = None) -> int:
