@@ -20,7 +20,8 @@ from rasterio.windows import Window
 
 from etl.geometry import PixelGrid, check_lunar_crs
 
-__all__ = ["CHANNELS", "RasterError", "model_channels", "open_raster", "read_aligned", "read_window"]
+__all__ = ["CHANNELS", "RasterError", "footprint_coverage", "model_channels", "open_raster", "read_aligned",
+           "read_window"]
 
 #: Channels of the model input, in order (cfg.MODEL.PIXEL_MEAN/STD have one entry each).
 CHANNELS: tuple[str, ...] = ("dom", "dem", "slope")
@@ -130,6 +131,33 @@ def _read_onto_grid(ds, grid: PixelGrid, resampling: Resampling) -> np.ma.Masked
     data = np.ma.masked_invalid(data.astype(np.float32), copy=False)
     data.mask = np.ma.getmaskarray(data)
     return data
+
+
+def footprint_coverage(base_ds, other_ds) -> float:
+    """Fraction of ``base_ds``'s footprint that ``other_ds``'s footprint covers (0..1): their
+    bounding boxes in the base's CRS (the other's edges densified when it is reprojected).
+
+    Cheap (no pixels are read) and an upper bound where a footprint is not axis-aligned in
+    the base's CRS; what a tile really holds is decided by its pixels' masks."""
+    from rasterio.errors import CRSError
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = other_ds.bounds
+    if other_ds.crs != base_ds.crs:
+        try:
+            left, bottom, right, top = transform_bounds(other_ds.crs, base_ds.crs, left, bottom, right, top,
+                                                        densify_pts=21)
+        except (CRSError, RasterioError) as exc:
+            raise RasterError(f"{_name(other_ds)}: cannot project its bounds into the CRS of "
+                              f"{_name(base_ds)} ({exc})") from exc
+    (left, right), (bottom, top) = sorted((left, right)), sorted((bottom, top))
+    (b_left, b_right), (b_bottom, b_top) = sorted(base_ds.bounds[::2]), sorted(base_ds.bounds[1::2])
+    width = min(right, b_right) - max(left, b_left)
+    height = min(top, b_top) - max(bottom, b_bottom)
+    area = (b_right - b_left) * (b_top - b_bottom)
+    if not (np.isfinite(width) and np.isfinite(height)) or width <= 0 or height <= 0 or area <= 0:
+        return 0.0
+    return float(min(width * height / area, 1.0))
 
 
 def read_aligned(dom_ds, dem_ds, grid: PixelGrid, *, resampling: Resampling = Resampling.bilinear

@@ -8,31 +8,27 @@ by region: the mosaic is partitioned into square regions, runs of neighbouring
 regions go to each split, and a tile is kept only if its whole footprint lies in
 one split's regions, so tiles of different splits never overlap.
 
-Dataset contract (``detectron2_rfcn`` codes against it)::
+The dataset is written through the one tile-dataset writer, whose module
+(:mod:`etl.tile_dataset`) is the format's contract; on top of it this writer records, in
+``dataset.json``, the regions (``regions``) and the level-0 grid (``level0``).
 
-    OUT/
-      dataset.json          channels, pixel_mean/std (train tiles), crs, source_mosaics, levels,
-                            tile_size_px, splits (tiles per split), regions, created_by
-      tiles/<split>/<tile_id>.tif   float32 GeoTIFF, bands in ``channels`` order, own CRS + transform
-      train.json, val.json, test.json   COCO; images carry level, region and their window in
-                            level-0 pixels; annotations carry lon, lat, diameter_km, diameter_px,
-                            truncated and crater_id
+The DEM must cover the DOM: a DEM that does not overlap it is refused, and where it covers
+only part of it, tiles without elevation (less than ``min_valid_fraction`` of their pixels
+with both DOM and DEM) are left out, never filled, and the summary says how much of the
+DOM the DEM covers.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from etl.age_classes import AgeClass
-
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-CATEGORY = {"id": 1, "name": "crater"}
+from etl.tile_dataset import SPLITS
 
 
 @dataclass(frozen=True)
@@ -96,7 +92,9 @@ class DatasetSummary:
     tiles: dict[str, int] = field(default_factory=dict)         # per split
     annotations: dict[str, int] = field(default_factory=dict)   # per split
     dropped_straddling: int = 0   # tiles across regions of different splits
-    dropped_empty: int = 0        # tiles with too little valid data
+    dropped_empty: int = 0        # tiles with too little valid DOM data
+    dropped_no_elevation: int = 0  # tiles with valid DOM data but too little DEM under it
+    dem_coverage: float = 1.0     # fraction of the DOM's footprint that the DEM's footprint covers
 
 
 # --------------------------------------------------------------------------- layout
@@ -137,13 +135,31 @@ def region_layout(width_px: int, height_px: int, region_size_px: int, fractions,
     return RegionLayout(region_size_px, n_rows, n_cols, tuple(split_of))
 
 
-def tile_starts(length_px: int, tile_px: int, stride_px: int) -> list[tuple[int, int]]:
-    """(offset, size) of tiles along one axis: every ``stride_px``, the last one flush with the end;
-    one shorter tile when the axis is shorter than a tile."""
+def tile_starts(length_px: int, tile_px: int, stride_px: int, *, cover_edge: bool = True
+                ) -> list[tuple[int, int]]:
+    """(offset, size) of tiles along one axis: the one tile-grid rule (datasets and atlas sweeps).
+
+    Tiles start every ``stride_px``. With ``cover_edge`` the last one is flush with the end (so
+    the whole axis is covered, the last two overlapping more), and an axis shorter than a tile
+    gets one shorter tile; without it, tiles stop before crossing the end (the remainder and an
+    axis shorter than a tile get none).
+    """
     if length_px <= tile_px:
-        return [(0, length_px)]
+        return [(0, length_px)] if cover_edge or length_px == tile_px else []
+    if not cover_edge:
+        return [(s, tile_px) for s in range(0, length_px - tile_px + 1, stride_px)]
     starts = list(range(0, length_px - tile_px, stride_px)) + [length_px - tile_px]
     return [(s, tile_px) for s in starts]
+
+
+def tile_windows(width_px: int, height_px: int, tile_size_px: int, overlap_px: int, *, cover_edge: bool = True
+                 ) -> Iterator[tuple[int, int, int, int]]:
+    """(col_off, row_off, width, height) of the tiles of a grid, row by row (:func:`tile_starts`
+    on both axes, stride ``tile_size_px - overlap_px``)."""
+    stride = tile_size_px - overlap_px
+    for row, height in tile_starts(height_px, tile_size_px, stride, cover_edge=cover_edge):
+        for col, width in tile_starts(width_px, tile_size_px, stride, cover_edge=cover_edge):
+            yield col, row, width, height
 
 
 def _shifted_starts(start: int, size: int, length: int, boundaries: np.ndarray) -> list[int]:
@@ -183,22 +199,21 @@ def plan_tiles(width_px: int, height_px: int, layout: RegionLayout, *, levels=(1
         lw, lh = math.ceil(width_px / f), math.ceil(height_px / f)
         x_bounds = np.arange(1, layout.n_cols) * layout.size_px / f
         y_bounds = np.arange(1, layout.n_rows) * layout.size_px / f
-        for row_off, h in tile_starts(lh, tile_size_px, tile_size_px - overlap_px):
-            for col_off, w in tile_starts(lw, tile_size_px, tile_size_px - overlap_px):
-                placed = False
-                candidates = [(col_off, row_off)]
-                if footprint_split(f, col_off, row_off, w, h) is None:
-                    candidates = [(c, r) for r in _shifted_starts(row_off, h, lh, y_bounds)
-                                  for c in _shifted_starts(col_off, w, lw, x_bounds)]
-                for c, r in candidates:
-                    found = footprint_split(f, c, r, w, h)
-                    if found is None:
-                        continue
-                    placed = True
-                    if (f, c, r) not in seen:
-                        seen.add((f, c, r))
-                        tiles.append(Tile(int(f), c, r, w, h, found[0], found[1]))
-                straddling += not placed
+        for col_off, row_off, w, h in tile_windows(lw, lh, tile_size_px, overlap_px):
+            placed = False
+            candidates = [(col_off, row_off)]
+            if footprint_split(f, col_off, row_off, w, h) is None:
+                candidates = [(c, r) for r in _shifted_starts(row_off, h, lh, y_bounds)
+                              for c in _shifted_starts(col_off, w, lw, x_bounds)]
+            for c, r in candidates:
+                found = footprint_split(f, c, r, w, h)
+                if found is None:
+                    continue
+                placed = True
+                if (f, c, r) not in seen:
+                    seen.add((f, c, r))
+                    tiles.append(Tile(int(f), c, r, w, h, found[0], found[1]))
+            straddling += not placed
     return tiles, straddling
 
 
@@ -244,40 +259,13 @@ def _load_catalogue(catalogue, catalogue_options: dict | None) -> pd.DataFrame:
     if isinstance(catalogue, pd.DataFrame):
         df = validate_catalogue(catalogue, source=opts.pop("source", "catalogue"), **opts)
     else:
-        if "age_col" not in opts:
-            # Our own catalogues (e.g. the synthetic world's) carry the class in 'age_class'.
-            from etl.catalogue import CatalogueError
-
-            try:
-                header = pd.read_csv(catalogue, nrows=0).columns if str(catalogue).lower().endswith(".csv") else []
-            except (OSError, ValueError) as exc:
-                raise CatalogueError(f"{catalogue}: cannot read ({exc})") from exc
-            if "age_class" in header:
-                opts["age_col"] = "age_class"
         df = read_catalogue(catalogue, **opts)
     if "crater_id" not in df.columns:
         df = df.assign(crater_id=np.arange(len(df)))
     return df
 
 
-def _json_scalar(v):
-    """numpy scalars -> plain Python for json."""
-    return v.item() if isinstance(v, np.generic) else v
-
-
 # --------------------------------------------------------------------------- writing
-
-
-def _write_tile(path: Path, channels: np.ndarray, grid) -> None:
-    import rasterio
-
-    from etl.rasters import CHANNELS
-
-    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=len(CHANNELS), dtype="float32",
-                   crs=grid.crs, transform=grid.transform, compress="deflate", predictor=3)
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(channels)
-        ds.descriptions = tuple(CHANNELS)
 
 
 def build_dataset(dom_path, dem_path, catalogue, out_dir, *, tile_size_px: int = 512, overlap_px: int = 64,
@@ -291,26 +279,32 @@ def build_dataset(dom_path, dem_path, catalogue, out_dir, *, tile_size_px: int =
     :func:`etl.catalogue.read_catalogue` reads with ``catalogue_options`` (column names etc.).
     ``region_size_px`` (level-0 pixels) defaults to twice the tile size, or less on a small mosaic
     (a quarter of its shorter side, at least one tile) so every split gets regions. Tiles with less than
-    ``min_valid_fraction`` valid DOM pixels are skipped. Images without craters are kept.
+    ``min_valid_fraction`` pixels valid in both DOM and DEM are left out. Images without craters are kept.
+    Raises :class:`etl.rasters.RasterError` when the DEM does not overlap the DOM (or has no
+    elevation under any tile); nothing is written then, nor on any other error.
     """
     from tqdm import tqdm
 
     from etl.geometry import PixelGrid, crater_boxes_px
-    from etl.provenance import code_version
-    from etl.rasters import CHANNELS, model_channels, open_raster, read_aligned
+    from etl.rasters import CHANNELS, RasterError, footprint_coverage, model_channels, open_raster, read_aligned
+    from etl.tile_dataset import TileDatasetWriter
 
     levels = tuple(sorted({int(f) for f in levels}))
     if not levels or levels[0] < 1:
         raise ValueError(f"levels must be downsample factors >= 1, got {levels}")
     if not 0 < min_diameter_px < max_diameter_px:
         raise ValueError(f"need 0 < min_diameter_px < max_diameter_px, got {min_diameter_px}, {max_diameter_px}")
-    out = Path(out_dir)
     cat = _load_catalogue(catalogue, catalogue_options)
     lon, lat, diam_km = (cat[c].to_numpy(dtype=float) for c in ("lon", "lat", "diameter_km"))
     has_age = "age_class" in cat.columns
-    ages = [int(AgeClass.parse(a)) for a in cat["age_class"]] if has_age else None
 
     with open_raster(dom_path, assume_crs=assume_crs) as dom_ds, open_raster(dem_path, assume_crs=assume_crs) as dem_ds:
+        coverage = footprint_coverage(dom_ds, dem_ds)
+        if coverage <= 0.0:
+            raise RasterError(f"{dem_path}: the DEM does not overlap the DOM {dom_path} (DEM bounds "
+                              f"{tuple(round(v) for v in dem_ds.bounds)} in {dem_ds.crs.to_string()!r}, DOM bounds "
+                              f"{tuple(round(v) for v in dom_ds.bounds)} in {dom_ds.crs.to_string()!r}); "
+                              "a tile needs both")
         base = PixelGrid.from_dataset(dom_ds, assume_crs=assume_crs)
         region_size = int(region_size_px or min(2 * tile_size_px, max(tile_size_px, min(base.width, base.height) // 4)))
         layout = region_layout(base.width, base.height, region_size, split_fractions, seed)
@@ -322,86 +316,58 @@ def build_dataset(dom_path, dem_path, catalogue, out_dir, *, tile_size_px: int =
             with np.errstate(invalid="ignore"):
                 level_boxes[f] = (boxes, np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
 
-        coco = {s: {"images": [], "annotations": [], "categories": [dict(CATEGORY)]} for s in SPLITS}
-        sums = np.zeros((3, len(CHANNELS)))  # count, sum, sum of squares per channel (train tiles)
-        image_id = ann_id = 0
-        empty = 0
-        for s in SPLITS:
-            (out / "tiles" / s).mkdir(parents=True, exist_ok=True)
-        for tile in tqdm(tiles, desc="tiles", unit="tile", disable=not progress):
-            grid = base.downsampled(tile.level).window(tile.col_off, tile.row_off, tile.width, tile.height)
-            dom, dem = read_aligned(dom_ds, dem_ds, grid)
-            if 1.0 - np.ma.getmaskarray(dom).mean() < min_valid_fraction:
-                empty += 1
-                continue
-            channels = model_channels(dom, dem, grid.pixel_size_m)
-            rel = Path("tiles") / tile.split / f"{tile.tile_id}.tif"
-            _write_tile(out / rel, channels, grid)
-            if tile.split == "train":
-                valid = ~np.ma.getmaskarray(dom)
-                px = channels[:, valid].astype(np.float64)
-                sums += [[px.shape[1]] * len(CHANNELS), px.sum(axis=1), (px * px).sum(axis=1)]
-            image_id += 1
-            coco[tile.split]["images"].append({
-                "id": image_id, "file_name": rel.as_posix(), "height": tile.height, "width": tile.width,
-                "level": tile.level, "region": tile.region, "window": tile.window_level0(), "tile_id": tile.tile_id,
-            })
-            boxes, diam_px = level_boxes[tile.level]
-            for i, box, truncated in tile_annotations(boxes, diam_px, tile, min_diameter_px=min_diameter_px,
-                                                      max_diameter_px=max_diameter_px,
-                                                      min_visible_fraction=min_visible_fraction):
-                ann_id += 1
-                w, h = float(box[2] - box[0]), float(box[3] - box[1])
-                ann = {"id": ann_id, "image_id": image_id, "bbox": [float(box[0]), float(box[1]), w, h],
-                       "category_id": CATEGORY["id"], "area": w * h, "iscrowd": 0, "lon": float(lon[i]),
-                       "lat": float(lat[i]), "diameter_km": float(diam_km[i]), "diameter_px": float(diam_px[i]),
-                       "truncated": bool(truncated), "crater_id": _json_scalar(cat["crater_id"].iloc[i])}
-                if has_age:
-                    ann["age_class"] = ages[i]
-                coco[tile.split]["annotations"].append(ann)
-
-    count, total, total_sq = sums
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
-        std = np.sqrt(np.maximum(np.where(count > 0, total_sq / np.maximum(count, 1), 0.0) - mean ** 2, 0.0))
-    for s in SPLITS:
-        (out / f"{s}.json").write_text(json.dumps(coco[s]) + "\n")
-    summary = DatasetSummary(out_dir=out, dataset_json=out / "dataset.json",
-                             tiles={s: len(coco[s]["images"]) for s in SPLITS},
-                             annotations={s: len(coco[s]["annotations"]) for s in SPLITS},
-                             dropped_straddling=straddling, dropped_empty=empty)
-    meta = {
-        "channels": list(CHANNELS),
-        "pixel_mean": [float(v) for v in mean],
-        "pixel_std": [float(v) for v in std],
-        "crs": base.crs.to_wkt(),
-        "source_mosaics": {"dom": os.path.abspath(dom_path), "dem": os.path.abspath(dem_path)},
-        "levels": list(levels),
-        "tile_size_px": int(tile_size_px),
-        "overlap_px": int(overlap_px),
-        "splits": dict(summary.tiles),
-        "annotations": dict(summary.annotations),
-        "regions": layout.to_json(),
-        "level0": {"width": base.width, "height": base.height, "transform": list(base.transform)[:6],
-                   "pixel_size_m": base.pixel_size_m},
-        "created_by": {
-            "generator": "etl.tiling.build_dataset",
-            "code_version": code_version(),
-            "parameters": {
+        empty = no_elevation = 0
+        with TileDatasetWriter(out_dir, CHANNELS, crs=base.crs, generator="etl.tiling.build_dataset") as writer:
+            for tile in tqdm(tiles, desc="tiles", unit="tile", disable=not progress):
+                grid = base.downsampled(tile.level).window(tile.col_off, tile.row_off, tile.width, tile.height)
+                dom, dem = read_aligned(dom_ds, dem_ds, grid)
+                dom_valid = ~np.ma.getmaskarray(dom)
+                valid = dom_valid & ~np.ma.getmaskarray(dem)
+                if valid.mean() < min_valid_fraction:
+                    # A DOM tile without elevation under it is left out, never given flat zeros.
+                    no_elevation += dom_valid.mean() >= min_valid_fraction
+                    empty += dom_valid.mean() < min_valid_fraction
+                    continue
+                boxes, diam_px = level_boxes[tile.level]
+                annotations = []
+                for i, box, truncated in tile_annotations(boxes, diam_px, tile, min_diameter_px=min_diameter_px,
+                                                          max_diameter_px=max_diameter_px,
+                                                          min_visible_fraction=min_visible_fraction):
+                    ann = {"box_xyxy": box, "truncated": truncated, "diameter_px": diam_px[i], "lon": lon[i],
+                           "lat": lat[i], "diameter_km": diam_km[i], "crater_id": cat["crater_id"].iloc[i]}
+                    if has_age:
+                        ann["age_class"] = cat["age_class"].iloc[i]
+                    annotations.append(ann)
+                writer.add_tile(tile.split, tile.tile_id, model_channels(dom, dem, grid.pixel_size_m),
+                                transform=grid.transform, level=tile.level, region=tile.region,
+                                window=tile.window_level0(), annotations=annotations, valid=valid)
+            if tiles and not writer.n_tiles and no_elevation:
+                raise RasterError(f"{dem_path}: the DEM has elevation under none of the {len(tiles)} tiles of the "
+                                  f"DOM {dom_path} (its footprint covers {coverage:.1%} of the DOM's)")
+            parameters = {
                 "catalogue": "<DataFrame>" if isinstance(catalogue, pd.DataFrame) else os.path.abspath(catalogue),
                 "n_craters": int(len(cat)), "tile_size_px": int(tile_size_px), "overlap_px": int(overlap_px),
                 "levels": list(levels), "min_diameter_px": float(min_diameter_px),
                 "max_diameter_px": float(max_diameter_px), "split_fractions": [float(v) for v in split_fractions],
                 "region_size_px": region_size, "seed": int(seed), "assume_crs": None if assume_crs is None
                 else str(assume_crs), "min_visible_fraction": float(min_visible_fraction),
-                "min_valid_fraction": float(min_valid_fraction),
-                "dropped_straddling_tiles": straddling, "dropped_empty_tiles": empty,
-            },
-        },
-    }
-    summary.dataset_json.write_text(json.dumps(meta, indent=2) + "\n")
-    return summary
+                "min_valid_fraction": float(min_valid_fraction), "dem_coverage": round(float(coverage), 6),
+                "dropped_straddling_tiles": straddling, "dropped_empty_tiles": int(empty),
+                "dropped_no_elevation_tiles": int(no_elevation),
+            }
+            meta = writer.finish(
+                tile_size_px=tile_size_px, levels=levels,
+                source_mosaics={"dom": os.path.abspath(dom_path), "dem": os.path.abspath(dem_path)},
+                parameters=parameters,
+                extra={"overlap_px": int(overlap_px), "regions": layout.to_json(),
+                       "level0": {"width": base.width, "height": base.height,
+                                  "transform": list(base.transform)[:6], "pixel_size_m": base.pixel_size_m}})
+    out = Path(out_dir)
+    return DatasetSummary(out_dir=out, dataset_json=out / "dataset.json", tiles=dict(meta["splits"]),
+                          annotations=dict(meta["annotations"]), dropped_straddling=straddling,
+                          dropped_empty=int(empty), dropped_no_elevation=int(no_elevation),
+                          dem_coverage=float(coverage))
 
 
-__all__ = ["CATEGORY", "DatasetSummary", "RegionLayout", "SPLITS", "Tile", "build_dataset", "plan_tiles",
-           "region_layout", "split_counts", "tile_annotations", "tile_starts"]
+__all__ = ["DatasetSummary", "RegionLayout", "SPLITS", "Tile", "build_dataset", "plan_tiles", "region_layout",
+           "split_counts", "tile_annotations", "tile_starts", "tile_windows"]

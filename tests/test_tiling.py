@@ -11,6 +11,7 @@ import pytest
 import rasterio
 from pycocotools.coco import COCO
 
+from etl.age_classes import AGE_CLASS_CODES
 from etl.geometry import LunarCRSError, PixelGrid, check_lunar_crs, crater_boxes_px
 from etl.rasters import CHANNELS, model_channels, read_aligned
 from etl.synthetic import generate_world
@@ -250,4 +251,7 @@ def test_tiles_command(world, tmp_path):
     meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
     assert meta["levels"] == [1, 2] and sum(meta["splits"].values()) > 0
     anns = [a for s in SPLITS for a in json.loads((tmp_path / "ds" / f"{s}.json").read_text())["annotations"]]
-    assert anns and all("age_class" in a and 0 <= a["age_class"] <= 4 for a in anns)
+    # Age classes travel as their codes, the catalogue's own.
+    code_of = pd.read_csv(small / "catalogue.csv").set_index("crater_id")["age_class"]
+    assert anns and all(a["age_class"] == code_of[a["crater_id"]] for a in anns)
+    assert {a["age_class"] for a in anns} <= set(AGE_CLASS_CODES)
