@@ -208,3 +208,12 @@ def new_craters(conn: Connection, run: str, catalogue: str) -> pd.DataFrame:
            "ORDER BY a.crater_id")
     return _frame(conn, sql, {"run": run, "catalogue": catalogue})
 
+
+def run_list(conn: Connection) -> pd.DataFrame:
+    """Every detection run and age run in the database, with its provenance and row count."""
+    result = conn.exec_driver_sql(
+        "SELECT 'detection' AS kind, run_name, model, config_hash, code_version, n_craters AS n_rows, created_at "
+        "FROM detection_run_info UNION ALL "
+        "SELECT 'age', run_name, model, config_hash, code_version, n_estimates, created_at FROM age_run_info "
+        "ORDER BY kind DESC, run_name")
+    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))

@@ -1,6 +1,7 @@
 """Schema, migrations, the read-only role and the ``query`` / ``db`` commands on the real server."""
 from __future__ import annotations
 
+import io
 import json
 import uuid
 
@@ -133,6 +134,10 @@ def test_query_cli_outputs(atlas_url, atlas_engine, capsys, tmp_path):
     expected = ((df.lon >= 170) | (df.lon <= -170)).sum()
     assert csv[0].startswith("run_name,crater_id,lon,lat") and len(csv) - 1 == expected
     assert query_main(["polygon", "--wkt", "POINT(0 0)", "--db", atlas_url]) == 2
+    capsys.readouterr()
+    assert query_main(["runs", "--db", atlas_url, "--format", "csv"]) == 0
+    runs = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("run_name")
+    assert runs.loc[run, "kind"] == "detection" and runs.loc[run, "n_rows"] == len(df)
 
 
 def test_db_cli_upgrade_hides_password(atlas_url, capsys):

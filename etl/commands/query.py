@@ -139,13 +139,7 @@ def _run_query(conn, args) -> pd.DataFrame:
     if q == "new":
         return Q.new_craters(conn, args.run, args.catalogue)
     if q == "runs":
-        from sqlalchemy import text
-
-        rows = conn.execute(text("SELECT 'detection' AS kind, run_name, model, config_hash, code_version, "
-                                 "n_craters AS n_rows, created_at FROM detection_run_info UNION ALL "
-                                 "SELECT 'age', run_name, model, config_hash, code_version, n_estimates, created_at "
-                                 "FROM age_run_info ORDER BY kind DESC, run_name"))
-        return pd.DataFrame(rows.fetchall(), columns=list(rows.keys()))
+        return Q.run_list(conn)
     raise AssertionError(q)
 
 
