@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ from etl.geometry import PixelGrid
 from etl.moon import MOON_RADIUS_M, normalize_lon
 from etl.rasters import open_raster, read_window
 
-__all__ = ["CraterCrops", "CropSettings", "extract_crops", "local_lonlat"]
+__all__ = ["CraterCrops", "CropSettings", "extract_crops", "extract_layer", "local_lonlat"]
 
 # A bilinear sample is kept when at least this share of its interpolation weight falls on
 # valid source pixels (the value is renormalised over them): edges of nodata do not bleed,
@@ -120,8 +121,10 @@ class _Layer:
         self.ds.close()
 
     def sample(self, lon_deg: np.ndarray, lat_deg: np.ndarray, lon_c: float, lat_c: float,
-               size_px: int) -> np.ndarray:
-        """Bilinear samples (S, S) at lon/lat, NaN where no valid source covers them."""
+               size_px: int, categorical: bool = False) -> np.ndarray:
+        """Bilinear samples (S, S) at lon/lat, NaN where no valid source covers them.
+        ``categorical`` (class codes such as geologic units): nearest neighbour, and the
+        most common code where the read is decimated, never a blend of codes."""
         cols, rows = self.grid.lonlat_to_pixel(lon_deg, lat_deg)
         col_c, _ = self.grid.lonlat_to_pixel(lon_c, lat_c)
         if self.period_px is not None:
@@ -153,7 +156,8 @@ class _Layer:
             c0, c1 = max(c0, math.floor(col_c - width / 2.0)), min(c1, math.ceil(col_c + width / 2.0))
         out_h = max(1, math.ceil((r1 - r0) / step_r))
         out_w = max(1, math.ceil((c1 - c0) / step_c))
-        resampling = Resampling.average if step_c > 1 or step_r > 1 else Resampling.nearest
+        decimated = step_c > 1 or step_r > 1
+        resampling = (Resampling.mode if categorical else Resampling.average) if decimated else Resampling.nearest
         if not wraps:
             data = read_window(self.ds, Window(c0, r0, c1 - c0, r1 - r0), out_shape=(out_h, out_w),
                                resampling=resampling)
@@ -172,6 +176,11 @@ class _Layer:
         wc = (cols - c0) * (out_w / (c1 - c0)) - 0.5
         wr = (rows - r0) * (out_h / (r1 - r0)) - 0.5
         coords = np.stack([np.where(finite, wr, -10.0), np.where(finite, wc, -10.0)])
+        if categorical:
+            code = ndimage.map_coordinates(values, coords, order=0, mode="constant", cval=0.0)
+            ok = finite & (ndimage.map_coordinates(weight, coords, order=0, mode="constant", cval=0.0) > 0.5)
+            out[ok] = code[ok]
+            return out
         num = ndimage.map_coordinates(values * weight, coords, order=1, mode="constant", cval=0.0)
         den = ndimage.map_coordinates(weight, coords, order=1, mode="constant", cval=0.0)
         ok = finite & (den >= _MIN_VALID_WEIGHT)
@@ -183,6 +192,62 @@ def _describe_invalid(name: str, fraction: float) -> str:
     if fraction >= 1.0:
         return f"outside the {name}"
     return f"{fraction:.0%} of the {name} crop is nodata or outside the mosaic"
+
+
+def _positions(craters: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """lon (-180..180), lat, diameter_km arrays of a craters table, and which rows are usable."""
+    missing = [c for c in ("lon", "lat", "diameter_km") if c not in craters.columns]
+    if missing:
+        raise ValueError(f"craters table lacks column(s) {missing}; needs lon, lat (degrees) and diameter_km")
+    lon = np.atleast_1d(normalize_lon(craters["lon"].to_numpy(dtype=float)))
+    lat = craters["lat"].to_numpy(dtype=float)
+    diameter_km = craters["diameter_km"].to_numpy(dtype=float)
+    usable = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90.0) & np.isfinite(diameter_km) & (diameter_km > 0)
+    return lon, lat, diameter_km, usable
+
+
+def _crop_lonlat(settings: CropSettings):
+    """A function (lon, lat, diameter_km) -> lon/lat (S, S) of a crater's crop pixel centres."""
+    s = settings.size_px
+    # Crop pixel centres in units of the side: x east, y north (row 0 is the northern edge).
+    u = (np.arange(s) + 0.5) / s - 0.5
+    ux, uy = np.meshgrid(u, -u)
+
+    def lonlat(lon: float, lat: float, diameter_km: float):
+        side_m = settings.side_diameters * diameter_km * 1000.0
+        return local_lonlat(lon, lat, ux * side_m, uy * side_m)
+
+    return lonlat
+
+
+def _iterate(n: int, progress: bool, desc: str):
+    if not progress:
+        return range(n)
+    from tqdm import tqdm
+
+    return tqdm(range(n), desc=desc, unit="crater")
+
+
+def extract_layer(path, craters: pd.DataFrame, *, settings: CropSettings = CropSettings(),
+                  categorical: bool = False, assume_crs=None, unit_m: float | None = 1.0,
+                  progress: bool = False) -> np.ndarray:
+    """Crops (N, S, S) float32 of one raster on the same crater-centred grid as
+    :func:`extract_crops`, NaN where it has no data. ``categorical`` samples class codes
+    (e.g. a geologic unit map) by nearest neighbour; ``unit_m`` scales values (None: from
+    the band's unit, km -> 1000)."""
+    lon, lat, diameter_km, usable = _positions(craters)
+    s = settings.size_px
+    out = np.full((len(lon), s, s), np.nan, dtype=np.float32)
+    lonlat = _crop_lonlat(settings)
+    layer = _Layer(Path(path).name, path, assume_crs, unit_m)
+    try:
+        for i in _iterate(len(lon), progress, f"crops of {Path(path).name}"):
+            if usable[i]:
+                plon, plat = lonlat(lon[i], lat[i], diameter_km[i])
+                out[i] = layer.sample(plon, plat, float(lon[i]), float(lat[i]), s, categorical=categorical)
+    finally:
+        layer.close()
+    return out
 
 
 def extract_crops(craters: pd.DataFrame, *, dom_path=None, dem_path=None,
@@ -198,20 +263,10 @@ def extract_crops(craters: pd.DataFrame, *, dom_path=None, dem_path=None,
     """
     if dom_path is None and dem_path is None:
         raise ValueError("extract_crops needs dom_path, dem_path or both")
-    missing = [c for c in ("lon", "lat", "diameter_km") if c not in craters.columns]
-    if missing:
-        raise ValueError(f"craters table lacks column(s) {missing}; needs lon, lat (degrees) and diameter_km")
+    lon, lat, diameter_km, usable = _positions(craters)
     s = settings.size_px
-    lon = normalize_lon(craters["lon"].to_numpy(dtype=float))
-    lon = np.atleast_1d(lon)
-    lat = craters["lat"].to_numpy(dtype=float)
-    diameter_km = craters["diameter_km"].to_numpy(dtype=float)
-    n = len(craters)
-    side_m = settings.side_diameters * diameter_km * 1000.0
-    # Crop pixel centres in units of the side: x east, y north (row 0 is the northern edge).
-    u = (np.arange(s) + 0.5) / s - 0.5
-    ux, uy = np.meshgrid(u, -u)
-
+    n = len(lon)
+    lonlat = _crop_lonlat(settings)
     layers: list[_Layer] = []
     try:
         if dom_path is not None:
@@ -221,19 +276,12 @@ def extract_crops(craters: pd.DataFrame, *, dom_path=None, dem_path=None,
         arrays = {layer.name: np.full((n, s, s), np.nan, dtype=np.float32) for layer in layers}
         fractions = {layer.name: np.ones(n) for layer in layers}
         reasons = [""] * n
-        valid = np.ones(n, dtype=bool)
-        iterator = range(n)
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(iterator, desc="crater crops", unit="crater")
-        for i in iterator:
-            if not (np.isfinite(lon[i]) and np.isfinite(lat[i]) and abs(lat[i]) <= 90.0
-                    and np.isfinite(diameter_km[i]) and diameter_km[i] > 0):
-                valid[i] = False
+        valid = usable.copy()
+        for i in _iterate(n, progress, "crater crops"):
+            if not usable[i]:
                 reasons[i] = "bad position or diameter"
                 continue
-            plon, plat = local_lonlat(lon[i], lat[i], ux * side_m[i], uy * side_m[i])
+            plon, plat = lonlat(lon[i], lat[i], diameter_km[i])
             why = []
             for layer in layers:
                 crop = layer.sample(plon, plat, float(lon[i]), float(lat[i]), s)
@@ -248,5 +296,6 @@ def extract_crops(craters: pd.DataFrame, *, dom_path=None, dem_path=None,
     finally:
         for layer in layers:
             layer.close()
-    return CraterCrops(dom=arrays.get("DOM"), dem_m=arrays.get("DEM"), pixel_size_m=side_m / s,
+    pixel_size_m = settings.side_diameters * diameter_km * 1000.0 / s
+    return CraterCrops(dom=arrays.get("DOM"), dem_m=arrays.get("DEM"), pixel_size_m=pixel_size_m,
                        valid=valid, reasons=reasons, settings=settings, invalid_fraction=fractions)
