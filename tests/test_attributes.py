@@ -1,0 +1,223 @@
+"""Crater attributes: a crater of known shape gives its shape back; schema checks; NaN for
+craters that cannot be measured; crater-material units switch off."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from scipy import ndimage
+
+from etl.age_classes import AgeClass
+from etl.attributes import AttributeSchema, AttributeSchemaError, crater_attributes, scaling_law_attributes
+from etl.crops import CropSettings, extract_crops
+from etl.geology import UnitLabelPoints, UnitRaster, epoch_classes, is_crater_material
+from etl.synthetic import crater_shape_km
+from test_crops import BASE_M, _crater_dem, _simple_cylindrical_grid, _write
+
+D_KM, LAT = 10.0, 30.0
+
+
+def _fresh(d_km=D_KM):
+    shape = crater_shape_km(d_km)
+    return float(shape["depth_km"]) * 1000.0, float(shape["rim_height_km"]) * 1000.0
+
+
+def _wall_slopes_deg(depth_m: float, radius_m: float) -> tuple[float, float]:
+    """Exact mean (area-weighted) and max slope of the paraboloid bowl over the inner wall
+    0.3-0.9 R, where crater_profile_m rises as depth (r/R)^2: slope = atan(2 depth r / R^2)."""
+    x = np.linspace(0.3, 0.9, 20001)
+    slope = np.degrees(np.arctan(2.0 * depth_m * x / radius_m))
+    return float(np.average(slope, weights=x)), float(slope[-1])
+
+
+@pytest.fixture(scope="module")
+def crater_world(tmp_path_factory):
+    """A fresh 10 km crater at 30 N on a plain tilted 1 % (the tilt must not change the
+    measurements), a second one 47 km east degraded by diffusion, and a DOM with a bright halo."""
+    tmp = tmp_path_factory.mktemp("attr")
+    grid = _simple_cylindrical_grid(0.0, LAT, 2000, 600, 100.0)
+    centres = [(-0.9, LAT, D_KM), (0.9, LAT, D_KM)]
+    fresh = _crater_dem(grid, centres[:1])
+    degraded = ndimage.gaussian_filter(_crater_dem(grid, centres[1:]) - BASE_M, sigma=20.0)
+    cols = np.arange(grid.width)[None, :] * np.ones((grid.height, 1))
+    dem = fresh + degraded + 0.01 * 100.0 * cols
+    cols_px, rows_px = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(grid.height) + 0.5)
+    lon, lat = grid.pixel_to_lonlat(cols_px, rows_px)
+    from etl.moon import great_circle_distance_m
+
+    x = great_circle_distance_m(lon, lat, -0.9, LAT) / (D_KM * 500.0)
+    dom = 80.0 * (1.0 + 1.0 * np.exp(-np.maximum(x - 1.0, 0.0) ** 2 / 0.3) * (x < 2.2))
+    return {
+        "dem": _write(tmp / "dem.tif", grid, dem),
+        "dom": _write(tmp / "dom.tif", grid, dom.astype(np.float32), nodata=0, unit=""),
+        "table": pd.DataFrame({"lon": [c[0] for c in centres], "lat": [c[1] for c in centres],
+                               "diameter_km": [c[2] for c in centres]}),
+        "grid": grid,
+        "tmp": tmp,
+    }
+
+
+def test_known_crater_gives_its_depth_rim_and_slopes_back(crater_world):
+    settings = CropSettings(size_px=64, side_diameters=3.0)
+    crops = extract_crops(crater_world["table"], dom_path=crater_world["dom"], dem_path=crater_world["dem"],
+                          settings=settings)
+    attrs, schema = crater_attributes(crater_world["table"], crops)
+    assert list(attrs.columns) == list(schema.names) and (attrs.dtypes == np.float64).all()
+    fresh = attrs.iloc[0]
+    depth_m, rim_m = _fresh()
+    mean_slope, max_slope = _wall_slopes_deg(depth_m, D_KM * 500.0)
+    # Tolerances at S = 64, k = 3 (rim radius 10.7 crop px, 0.094 R per pixel): the rim crest is a
+    # kink that pixel centres straddle, so its height is sampled up to ~17 % low; depth (rim to
+    # floor) within 5 %; wall slopes (central differences over 2 px) within 1.5 degrees.
+    assert fresh["depth_m"] == pytest.approx(depth_m, rel=0.05)
+    assert fresh["rim_height_m"] == pytest.approx(rim_m, rel=0.20)
+    assert fresh["depth_diameter"] == pytest.approx(depth_m / (D_KM * 1000.0), rel=0.05)
+    assert fresh["wall_slope_mean_deg"] == pytest.approx(mean_slope, abs=1.5)
+    assert fresh["wall_slope_max_deg"] == pytest.approx(max_slope, abs=1.5)
+    # 1 m per map pixel eastwards; a map pixel spans 100 m x cos(30 deg) on the ground there.
+    assert fresh["surroundings_slope_deg"] == pytest.approx(math.degrees(math.atan(0.01 / math.cos(math.radians(LAT)))),
+                                                            abs=0.05)
+    assert fresh["rim_circularity"] > 0.98 and fresh["rim_radius_rel"] == pytest.approx(1.0, abs=0.08)
+    assert fresh["depth_over_fresh"] == pytest.approx(1.0, abs=0.05)
+    assert fresh["ejecta_relief_m"] > 0.1 * rim_m  # ejecta thins as (r/R)^-3 above the plain
+    # The bright halo: brighter interior and ejecta than the surroundings.
+    assert fresh["ejecta_brightness_ratio"] > 1.2 and fresh["interior_brightness_ratio"] > 1.5
+    # Degradation: the diffused twin is shallower, lower-rimmed, gentler and blunter.
+    degraded = attrs.iloc[1]
+    assert degraded["depth_over_fresh"] < 0.8 * fresh["depth_over_fresh"]
+    assert degraded["rim_height_over_fresh"] < fresh["rim_height_over_fresh"]
+    assert degraded["wall_slope_max_deg"] < fresh["wall_slope_max_deg"] - 3.0
+    assert degraded["rim_sharpness"] < 0.5 * fresh["rim_sharpness"]
+    assert degraded["ejecta_brightness_ratio"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_finer_crops_measure_the_rim_closer(crater_world):
+    crops = extract_crops(crater_world["table"].iloc[:1], dem_path=crater_world["dem"],
+                          settings=CropSettings(size_px=128))
+    attrs, schema = crater_attributes(crater_world["table"].iloc[:1], crops)
+    depth_m, rim_m = _fresh()
+    # At R = 21 crop px: depth within 3 %, rim height within 10 %.
+    assert attrs["depth_m"].iloc[0] == pytest.approx(depth_m, rel=0.03)
+    assert attrs["rim_height_m"].iloc[0] == pytest.approx(rim_m, rel=0.10)
+    assert not any(n.startswith(("interior_brightness", "ejecta_bright")) for n in schema.names)  # no DOM
+
+
+def test_scaling_laws_follow_pike_and_the_transition():
+    frame, units = scaling_law_attributes([5.0, 14.9, 15.0, 60.0])
+    assert len(units) == frame.shape[1]
+    np.testing.assert_allclose(frame["fresh_depth_km"], crater_shape_km(np.array([5.0, 14.9, 15.0, 60.0]))["depth_km"])
+    assert frame["is_complex"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert frame["fresh_depth_km"].iloc[0] == pytest.approx(0.196 * 5.0 ** 1.010)  # Pike (1977), simple
+    assert frame["fresh_depth_km"].iloc[3] == pytest.approx(1.044 * 60.0 ** 0.301)  # complex
+    assert frame["transient_cavity_diameter_km"].iloc[3] == pytest.approx(15.0 ** 0.15 * 60.0 ** 0.85)
+    # Ejecta thickness falls as (r/R)^-3.
+    assert frame["ejecta_thickness_2r_m"].iloc[1] == pytest.approx(frame["ejecta_thickness_1r_m"].iloc[1] / 8.0)
+
+
+def test_invalid_crops_give_nan_measurements(crater_world):
+    table = pd.concat([crater_world["table"].iloc[:1],
+                       pd.DataFrame({"lon": [30.0], "lat": [LAT], "diameter_km": [D_KM]})], ignore_index=True)
+    crops = extract_crops(table, dom_path=crater_world["dom"], dem_path=crater_world["dem"])
+    assert crops.valid.tolist() == [True, False]
+    attrs, schema = crater_attributes(table, crops)
+    measured = ["depth_m", "rim_height_m", "wall_slope_mean_deg", "ejecta_relief_m", "interior_brightness_ratio",
+                "depth_over_fresh"]
+    assert attrs.loc[1, measured].isna().all() and attrs.loc[0, measured].notna().all()
+    # What the diameter alone says is still there.
+    assert attrs.loc[1, "fresh_depth_km"] == pytest.approx(_fresh()[0] / 1000.0)
+
+
+def test_schema_round_trip_and_mismatch(crater_world):
+    crops = extract_crops(crater_world["table"], dom_path=crater_world["dom"], dem_path=crater_world["dem"])
+    _, schema = crater_attributes(crater_world["table"], crops)
+    assert AttributeSchema.from_dict(schema.to_dict()) == schema
+    schema.check_matches(AttributeSchema.from_dict(schema.to_dict()))  # same: no error
+    assert schema.version.startswith("1:") and len(schema.version) == 14
+    dem_only = extract_crops(crater_world["table"], dem_path=crater_world["dem"])
+    _, other = crater_attributes(crater_world["table"], dem_only)
+    assert other.version != schema.version
+    with pytest.raises(AttributeSchemaError, match="missing from the data: interior_brightness_ratio"):
+        schema.check_matches(other)
+    renamed = AttributeSchema.build(schema.names, ("km",) + schema.units[1:])
+    with pytest.raises(AttributeSchemaError, match=r"different units: log10_diameter_km \(log10\(km\) vs km\)"):
+        schema.check_matches(renamed)
+
+
+def test_epoch_labels_map_to_age_classes():
+    assert epoch_classes("Imbrian System") == (AgeClass.IMBRIAN,)
+    assert epoch_classes("pre-Imbrian System") == (AgeClass.PRE_NECTARIAN, AgeClass.NECTARIAN)
+    assert epoch_classes("Pre-Imbrian") == (AgeClass.PRE_NECTARIAN, AgeClass.NECTARIAN)
+    assert epoch_classes("Imbrian, Nectarian, and pre-Nectarian Systems") == (
+        AgeClass.PRE_NECTARIAN, AgeClass.NECTARIAN, AgeClass.IMBRIAN)
+    assert epoch_classes("Eratosthenian or Imbrian Systems") == (AgeClass.IMBRIAN, AgeClass.ERATOSTHENIAN)
+    assert epoch_classes("Copernican System|Eratosthenian System") == (AgeClass.ERATOSTHENIAN, AgeClass.COPERNICAN)
+    with pytest.raises(ValueError):
+        epoch_classes("Holocene")
+    assert is_crater_material(["Undivided Crater Material", "Plains Material", "Material of X"],
+                              ["Undivided Crater Materials", "Distinctive Materials", "Materials of Crater Chains"]
+                              ).tolist() == [True, False, True]
+
+
+def _label_points(lon0: float, lat0: float) -> pd.DataFrame:
+    km = 1.0 / 30.3  # degrees of latitude per km, roughly
+    return pd.DataFrame({
+        "unit": ["Cc", "Ip", "Ip", "Nt", "Em"],
+        "unit_name": ["Crater Material", "Plains Material", "Plains Material", "Terra Material", "Mare Material"],
+        "group": ["Crater Materials", "Distinctive Materials", "Distinctive Materials", "Other Terra Materials",
+                  "Mare and Other Materials"],
+        "epoch": ["Copernican System", "Imbrian System", "Imbrian System", "Nectarian System",
+                  "Eratosthenian System"],
+        # Crater material 1 km from the centre, plains 3 km (inside the 5 km rim), terra and
+        # mare 10 km out (around), in radii: 0.2, 0.6, 2, 2.
+        "lon": [lon0, lon0, lon0, lon0, lon0],
+        "lat": [lat0 + 1 * km, lat0 - 3 * km, lat0 + 3 * km, lat0 + 10 * km, lat0 - 10 * km],
+    })
+
+
+def test_crater_material_units_switch_off(crater_world):
+    table = crater_world["table"].iloc[:1].reset_index(drop=True)
+    lon0, lat0 = float(table["lon"][0]), float(table["lat"][0])
+    crops = extract_crops(table, dem_path=crater_world["dem"])
+    source = UnitLabelPoints(_label_points(lon0, lat0))
+    on, schema_on = crater_attributes(table, crops, units=source, crater_material_units=True)
+    off, schema_off = crater_attributes(table, crops, units=source, crater_material_units=False)
+    # On: the nearest label is the crater's own material (Copernican), and it has its columns.
+    assert on.loc[0, "strat_nearest_Cc"] == 1.0 and on.loc[0, "strat_crater_rim_Cc"] == 1.0
+    assert on.loc[0, "strat_rim_count"] == 3 and on.loc[0, "strat_rim_Cc"] == pytest.approx(1 / 3)
+    # Off: crater materials are gone from every value and their columns from the schema.
+    crater_columns = [n for n in schema_on.names if "crater" in n]
+    assert crater_columns and not any("crater" in n for n in schema_off.names)
+    assert off.loc[0, "strat_nearest_Cc"] == 0.0 and off.loc[0, "strat_nearest_Ic"] == 1.0
+    assert off.loc[0, "strat_rim_count"] == 2 and off.loc[0, "strat_rim_Ic"] == 1.0
+    assert off.loc[0, "strat_around_Nc"] == 0.5 and off.loc[0, "strat_around_Ec"] == 0.5
+    assert off.loc[0, "strat_mare_near_frac"] == pytest.approx(0.25)
+    with pytest.raises(AttributeSchemaError):
+        schema_on.check_matches(schema_off)
+    # The measured and scaling-law columns are the same either way.
+    shared = [n for n in schema_off.names if not n.startswith("strat_")]
+    pd.testing.assert_frame_equal(on[shared], off[shared])
+
+
+def test_unit_raster_fractions_and_crater_material_codes(crater_world):
+    grid = crater_world["grid"]
+    units = np.zeros(grid.shape, dtype=np.uint8)  # highlands
+    col_c, _ = grid.lonlat_to_pixel(-0.9, LAT)
+    units[:, int(round(float(col_c))):] = 1  # maria east of the crater's centre meridian
+    units[:5, :5] = 2  # a crater-material code far from the crater
+    path = crater_world["tmp"] / "units.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8",
+                       crs=grid.crs, transform=grid.transform, nodata=255) as ds:
+        ds.write(units, 1)
+    table = crater_world["table"].iloc[:1].reset_index(drop=True)
+    crops = extract_crops(table, dem_path=crater_world["dem"])
+    source = UnitRaster(path, {0: "highlands", 1: "maria", 2: "crater_materials"}, crater_material_codes=(2,))
+    on, schema_on = crater_attributes(table, crops, units=source)
+    assert on.loc[0, "strat_maria_rim_frac"] == pytest.approx(0.5, abs=0.05)
+    assert on.loc[0, "strat_highlands_around_frac"] == pytest.approx(0.5, abs=0.05)
+    assert "strat_crater_materials_rim_frac" in schema_on.names
+    off, schema_off = crater_attributes(table, crops, units=source, crater_material_units=False)
+    assert not any("crater_materials" in n for n in schema_off.names)
+    assert off.loc[0, "strat_maria_rim_frac"] == on.loc[0, "strat_maria_rim_frac"]
