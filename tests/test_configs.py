@@ -6,12 +6,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2_rfcn import PSROIHeads, RFCN, get_rfcn_cfg
+from detectron2_rfcn import PSROIHeads, RFCN, add_rfcn_config, get_rfcn_cfg
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DETECTOR_YAMLS = sorted(p for p in CONFIG_DIR.rglob("*.yaml")
                         if "META_ARCHITECTURE" in p.read_text() or "_BASE_" in p.read_text())
+
+BASE = CONFIG_DIR / "Base-RFCN.yaml"
+RFCN_LEAVES = sorted(p for p in DETECTOR_YAMLS if p != BASE and "age_net" not in p.relative_to(CONFIG_DIR).parts)
 
 
 def test_there_are_detector_configs():
@@ -65,3 +69,47 @@ def test_input_channels_follow_pixel_mean(yaml_name):
 def torch_nn_conv():
     import torch
     return torch.nn.Conv2d
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _merged(path: Path):
+    """Defaults + ours + the file, the device left unresolved ("auto" stays "auto")."""
+    cfg = add_rfcn_config(get_cfg())
+    cfg.merge_from_file(str(path))
+    return cfg
+
+
+def _value(cfg, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+@pytest.mark.parametrize("path", RFCN_LEAVES, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
+def test_leaf_sits_on_the_base_and_states_only_what_differs(path):
+    """One Base, no chains; every key of a leaf changes what it would inherit from the Base."""
+    raw = yaml.safe_load(path.read_text())
+    assert (path.parent / raw.pop("_BASE_")).resolve() == BASE, f"{path.name}: _BASE_ must be Base-RFCN.yaml"
+    inherited, leaf = _merged(BASE), _merged(path)
+    restated = [k for k in _flat(raw) if _value(leaf, k) == _value(inherited, k)]
+    assert restated == [], f"{path.name} restates inherited values: {restated}"
+
+
+def test_the_leaf_check_sees_a_restated_key_and_a_chain(tmp_path):
+    restating = tmp_path / "rfcn_restating.yaml"
+    restating.write_text(f'_BASE_: "{BASE}"\nMODEL:\n  RFCN:\n    POOL_SIZE: 7\n    REDUCTION_DIM: 256\n')
+    with pytest.raises(AssertionError, match=r"restates inherited values: \['MODEL.RFCN.POOL_SIZE'\]"):
+        test_leaf_sits_on_the_base_and_states_only_what_differs(restating)
+    chained = tmp_path / "rfcn_chained.yaml"
+    chained.write_text(f'_BASE_: "{CONFIG_DIR / "rfcn_R_50_C4_1x.yaml"}"\n')
+    with pytest.raises(AssertionError, match="must be Base-RFCN.yaml"):
+        test_leaf_sits_on_the_base_and_states_only_what_differs(chained)

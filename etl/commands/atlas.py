@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "pyramid levels with a trained R-FCN, merge the detections of overlapping tiles and "
                     "levels, and write the atlas (lon, lat, diameter_km, score, pixel box, level) with its "
                     "provenance. The file type follows the suffix: .gpkg, .parquet or .csv.",
-        epilog="example:\n  deepcraters atlas --config-file configs/rfcn_timm_R_18_os16_cpu.yaml \\\n"
+        epilog="example:\n  deepcraters atlas --config-file configs/rfcn_timm_R_18_C4_1000it.yaml \\\n"
                "      --weights output/rfcn/model_final.pth --dom dom.tif --dem dem.tif --out atlas.gpkg",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, help="the detector's YAML (as used for training)")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "rfcn_timm_R_18_os16_synthetic_cpu.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "rfcn_timm_R_18_C4_1000it.yaml"
 
 
 def build_parser() -> argparse.ArgumentParser:
