@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from etl.geometry import PixelGrid, boxes_px_to_craters
 from etl.rasters import model_channels, open_raster, read_aligned
+from etl.tiling import tile_windows
 
 logger = logging.getLogger(__name__)
 
@@ -56,23 +57,6 @@ class AtlasSettings:
             raise ValueError(f"levels must be downsample factors >= 1, got {self.levels}")
 
 
-def tile_windows(width_px: int, height_px: int, tile_size_px: int, overlap_px: int
-                 ) -> Iterator[tuple[int, int, int, int]]:
-    """(col_off, row_off, width, height) of overlapping tiles covering a grid; the last
-    tile of a row/column is flush with the grid's edge (no padding needed)."""
-    stride = tile_size_px - overlap_px
-
-    def offsets(size: int) -> list[int]:
-        if size <= tile_size_px:
-            return [0]
-        offs = list(range(0, size - tile_size_px, stride))
-        return offs + [size - tile_size_px]
-
-    for row in offsets(height_px):
-        for col in offsets(width_px):
-            yield col, row, min(tile_size_px, width_px - col), min(tile_size_px, height_px - row)
-
-
 class CraterPredictor:
     """A built Detectron2 model in eval mode: multi-channel arrays in, boxes and scores out."""
 
@@ -99,6 +83,19 @@ class CraterPredictor:
         (out,) = self.model([{"image": image, "height": height, "width": width}])
         inst = out["instances"].to("cpu")
         return inst.pred_boxes.tensor.numpy().astype(float), inst.scores.numpy().astype(float)
+
+    @torch.no_grad()
+    def predict_batch(self, channels_list: Sequence[np.ndarray], tile_grids: Sequence[PixelGrid] | None = None
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One forward pass over several tiles (give them one shape: the model pads a batch to
+        its largest image, and padding is what would make a batched box differ from a lone one)."""
+        inputs = [{"image": torch.from_numpy(np.ascontiguousarray(c)), "height": c.shape[1], "width": c.shape[2]}
+                  for c in channels_list]
+        results = []
+        for out in self.model(inputs):
+            inst = out["instances"].to("cpu")
+            results.append((inst.pred_boxes.tensor.numpy().astype(float), inst.scores.numpy().astype(float)))
+        return results
 
 
 def _keep_tile_boxes(boxes: np.ndarray, tile_width_px: int, tile_height_px: int,
@@ -177,4 +174,4 @@ def write_mosaic_atlas(cfg, weights: str | None, dom_path: str | Path, dem_path:
     return write_atlas(atlas, out_path, provenance)
 
 
-__all__: Sequence[str] = ["AtlasSettings", "CraterPredictor", "detect_mosaic", "tile_windows", "write_mosaic_atlas"]
+__all__: Sequence[str] = ["AtlasSettings", "CraterPredictor", "detect_mosaic", "write_mosaic_atlas"]

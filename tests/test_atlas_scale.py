@@ -69,3 +69,183 @@ def test_chunk_ids_are_stable_and_change_with_their_inputs(mosaic_files):
     st = dom.stat()
     os.utime(dom, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert not set(ids()) & set(base)
+
+
+# --------------------------------------------------------------------------- worker, merge, resume
+
+from detectron2_rfcn.atlas_merge import merge_craters, merge_plan  # noqa: E402
+from detectron2_rfcn.atlas_scale import (ChunkWorker, chunk_path, detect_mosaic_chunked, plan_mosaic,  # noqa: E402
+                                         read_chunk, run_plan)
+from etl.geometry import PixelGrid, crater_boxes_px  # noqa: E402
+from etl.matching import is_match  # noqa: E402
+from etl.moon import great_circle_distance_m  # noqa: E402
+from etl.synthetic import generate_world  # noqa: E402
+from test_rfcn_atlas import CatalogueOracle  # noqa: E402  (the perfect detector of the sweep's tests)
+
+# Small tiles and chunks of 2 x 2 tiles: many craters lie on chunk boundaries; merge blocks of
+# 128 px cut the 384 px mosaic into 9.
+SETTINGS = AtlasSettings(levels=(1, 2), tile_size_px=128, overlap_px=64, min_diameter_px=8, max_diameter_px=64,
+                         score_threshold=0.5)
+SCALE = ScaleSettings(chunk_tiles=4, batch_size=3, merge_block_px=128)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    return generate_world(out, size_px=384, pixel_size_m=200.0, center_lon_deg=179.0, center_lat_deg=40.0,
+                          seed=3, min_diameter_px=8.0, max_diameter_px=60.0)
+
+
+@pytest.fixture(scope="module")
+def catalogue(world):
+    import pandas as pd
+
+    return pd.read_csv(world.catalogue_path)
+
+
+def _expected(world, catalogue):
+    import rasterio
+
+    with rasterio.open(world.dom_path) as ds:
+        grid0 = PixelGrid.from_dataset(ds)
+    b = crater_boxes_px(grid0, catalogue["lon"], catalogue["lat"], catalogue["diameter_km"])
+    size_px = np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+    m = SETTINGS.edge_margin_px
+    inside = (b[:, 0] >= m) & (b[:, 1] >= m) & (b[:, 2] <= grid0.width - m) & (b[:, 3] <= grid0.height - m)
+    return catalogue[inside & (size_px >= 8) & (size_px <= 64 * 2)]
+
+
+def _matches(frame, crater) -> np.ndarray:
+    return np.asarray(is_match(frame["lon"].to_numpy(), frame["lat"].to_numpy(), frame["diameter_km"].to_numpy(),
+                               crater["lon"], crater["lat"], crater["diameter_km"]))
+
+
+def test_chunked_atlas_finds_each_crater_once_across_chunks_blocks_and_levels(world, catalogue, tmp_path):
+    import pandas as pd
+
+    atlas, stats = detect_mosaic_chunked(world.dom_path, world.dem_path, tmp_path / "work", model="oracle",
+                                         predictor=CatalogueOracle(catalogue), settings=SETTINGS, scale=SCALE,
+                                         progress=False)
+    plan = plan_mosaic(world.dom_path, world.dem_path, "oracle", settings=SETTINGS, scale=SCALE)
+    assert stats.chunks_total == len(plan.chunks) == 10 and stats.chunks_computed == 10 and stats.chunks_reused == 0
+    assert stats.tiles_computed == plan.n_tiles == 29
+
+    expected = _expected(world, catalogue)
+    assert len(expected) > 20
+    # Each crater once: every expected crater is the same crater (etl.matching's rule) as
+    # exactly one atlas crater, and every atlas crater sits on an expected one, at its place
+    # and size.
+    assert all(_matches(atlas, crater).sum() == 1 for _, crater in expected.iterrows())
+    d_m = great_circle_distance_m(atlas["lon"].to_numpy()[:, None], atlas["lat"].to_numpy()[:, None],
+                                  expected["lon"].to_numpy()[None, :], expected["lat"].to_numpy()[None, :])
+    nearest = d_m.argmin(axis=1)
+    true_d_km = expected["diameter_km"].to_numpy()[nearest]
+    assert np.all(d_m[np.arange(len(atlas)), nearest] / (true_d_km * 1000) < 0.02)
+    assert np.allclose(atlas["diameter_km"], true_d_km, rtol=0.02)
+    # Two catalogue craters that the rule calls one (a crater superposed on another of
+    # about its size, centres within half a diameter) are one atlas crater: the price of
+    # merging views at two levels by that rule.
+    e = expected
+    same_pairs = sum(int(_matches(e.iloc[i + 1:], e.iloc[i]).sum()) for i in range(len(e)))
+    assert len(atlas) == len(expected) - same_pairs
+
+    # Craters seen by two chunks of one level, and craters seen at both levels, are among them.
+    raw = pd.concat([read_chunk(chunk_path(tmp_path / "work", c.chunk_id)).assign(chunk=c.chunk_id)
+                     for c in plan.chunks], ignore_index=True)
+    two_chunks = two_levels = 0
+    for _, crater in expected.iterrows():
+        seen = raw[_matches(raw, crater)]
+        two_chunks += seen[seen["level"] == 1]["chunk"].nunique() >= 2
+        two_levels += seen["level"].nunique() == 2
+    assert two_chunks >= 3 and two_levels >= 3
+
+
+def test_block_merge_equals_one_global_merge(world, catalogue, tmp_path):
+    plan = plan_mosaic(world.dom_path, world.dem_path, "oracle", settings=SETTINGS, scale=SCALE)
+    run_plan(plan, tmp_path, world.dom_path, world.dem_path, predictor=CatalogueOracle(catalogue),
+             settings=SETTINGS, scale=SCALE, progress=False)
+    by_blocks = merge_plan(plan, tmp_path, settings=SETTINGS, scale=SCALE)
+    one_block = merge_plan(plan, tmp_path, settings=SETTINGS, scale=ScaleSettings(merge_block_px=10**6))
+    key = ["x0_px", "y0_px", "x1_px", "y1_px", "level"]
+    assert len(by_blocks) == len(one_block) > 20
+    assert by_blocks.sort_values(key).reset_index(drop=True).equals(one_block.sort_values(key).reset_index(drop=True))
+
+
+def test_merge_is_crater_aware_not_pixel_iou():
+    """One crater seen at levels 1 and 2 (boxes 35 % apart in size, centres 7 px apart: pixel
+    IoU 0.43, which an IoU-0.5 NMS keeps twice) is one crater; two craters rim to rim are two."""
+    import pandas as pd
+    from torchvision.ops import box_iou
+    import torch
+
+    km_per_px = 0.1
+    rows = []
+    for x0, y0, size, score, level in [(100, 100, 20, 0.9, 1), (103, 95, 27, 0.8, 2),   # one crater
+                                       (300, 300, 20, 0.9, 1), (320, 300, 20, 0.85, 1)]:  # two craters
+        rows.append({"x0_px": x0, "y0_px": y0, "x1_px": x0 + size, "y1_px": y0 + size, "score": score,
+                     "level": level, "diameter_km": size * km_per_px,
+                     "lon": (x0 + size / 2) * km_per_px / 30.3, "lat": -(y0 + size / 2) * km_per_px / 30.3})
+    det = pd.DataFrame(rows)
+    iou = box_iou(torch.tensor(det[["x0_px", "y0_px", "x1_px", "y1_px"]].to_numpy()[:2], dtype=torch.float64),
+                  torch.tensor(det[["x0_px", "y0_px", "x1_px", "y1_px"]].to_numpy()[:2], dtype=torch.float64))
+    assert float(iou[0, 1]) < 0.5
+    merged = merge_craters(det)
+    assert sorted(merged["score"]) == [0.85, 0.9, 0.9]
+    assert merged["level"].tolist().count(2) == 0  # the better-scored view of the first crater stays
+
+
+class FailingAfter:
+    """Fault injection for the resume test: the oracle, dying after ``n_tiles`` tiles as a
+    worker killed midway would."""
+
+    def __init__(self, oracle, n_tiles: int):
+        self.oracle, self.left = oracle, n_tiles
+
+    def __call__(self, channels, tile_grid):
+        if self.left == 0:
+            raise RuntimeError("worker killed")
+        self.left -= 1
+        return self.oracle(channels, tile_grid)
+
+
+def test_interrupted_atlas_resumes_and_recomputes_only_missing_chunks(world, catalogue, tmp_path):
+    oracle = CatalogueOracle(catalogue)
+    kw = dict(model="oracle", settings=SETTINGS, scale=SCALE, progress=False)
+    reference, _ = detect_mosaic_chunked(world.dom_path, world.dem_path, tmp_path / "ref", predictor=oracle, **kw)
+
+    with pytest.raises(RuntimeError, match="worker killed"):
+        detect_mosaic_chunked(world.dom_path, world.dem_path, tmp_path / "work", predictor=FailingAfter(oracle, 11),
+                              **kw)
+    files = sorted((tmp_path / "work" / "chunks").iterdir())
+    assert all(f.suffix == ".parquet" for f in files)  # no temporary file left behind
+    written = {f.name: f.stat().st_mtime_ns for f in files}
+    assert 0 < len(written) < 10
+
+    atlas, stats = detect_mosaic_chunked(world.dom_path, world.dem_path, tmp_path / "work", predictor=oracle, **kw)
+    assert stats.chunks_reused == len(written) and stats.chunks_computed == 10 - len(written)
+    assert all((tmp_path / "work" / "chunks" / n).stat().st_mtime_ns == t for n, t in written.items())
+    assert atlas.reset_index(drop=True).equals(reference.reset_index(drop=True))
+
+    again, stats = detect_mosaic_chunked(world.dom_path, world.dem_path, tmp_path / "work",
+                                         predictor=FailingAfter(oracle, 0), **kw)
+    assert stats.chunks_reused == 10 and stats.chunks_computed == 0
+    assert again.reset_index(drop=True).equals(reference.reset_index(drop=True))
+
+
+def test_worker_prefetches_while_the_model_runs(world, catalogue):
+    """Reading runs in its own thread: with a slow model, the forward loop hardly waits."""
+    import time
+
+    class SlowOracle(CatalogueOracle):
+        def __call__(self, channels, tile_grid):
+            time.sleep(0.05)
+            return super().__call__(channels, tile_grid)
+
+    plan = plan_mosaic(world.dom_path, world.dem_path, "oracle", settings=SETTINGS, scale=SCALE)
+    with ChunkWorker(SlowOracle(catalogue), world.dom_path, world.dem_path, settings=SETTINGS,
+                     scale=SCALE) as worker:
+        frames = list(worker.run_many(plan.chunks))
+    assert [c for c, _ in frames] == list(plan.chunks)
+    s = worker.stats
+    assert s.tiles == plan.n_tiles
+    assert s.read_s > 0 and s.wait_s < 0.5 * s.read_s
