@@ -64,13 +64,21 @@ def region_wkt(polygon) -> str:
     import shapely
     from shapely.geometry import shape
 
-    if isinstance(polygon, str):
-        s = polygon.strip()
-        geom = shape(_geojson_geometry(json.loads(s))) if s.startswith("{") else shapely.from_wkt(s)
-    elif isinstance(polygon, dict):
-        geom = shape(_geojson_geometry(polygon))
-    else:
-        geom = polygon
+    try:
+        if isinstance(polygon, str):
+            s = polygon.strip()
+            geom = shape(_geojson_geometry(json.loads(s))) if s.startswith("{") else shapely.from_wkt(s)
+        elif isinstance(polygon, dict):
+            geom = shape(_geojson_geometry(polygon))
+        else:
+            geom = polygon
+    except KeyError as exc:
+        raise ValueError(f"region GeoJSON has no {exc} member") from None
+    except (shapely.errors.ShapelyError, TypeError, AttributeError, IndexError) as exc:
+        # GEOS' own words (e.g. "Points of LinearRing do not form a closed linestring"), no traceback
+        raise ValueError(f"region is not a readable polygon: {exc}") from None
+    if geom is None:
+        raise ValueError("region is empty")
     if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
         raise ValueError(f"region must be a Polygon or MultiPolygon, got {geom.geom_type}")
     if not geom.is_valid:
@@ -120,6 +128,10 @@ _REGION_SEARCH = (f"geom && ANY (deepcraters_boxes(deepcraters_wrap_region(ST_Ge
 # definition for Python, the CLI and docs/sql.md; their plans stay cached per session).
 
 
+#: Largest k of a nearest-neighbour query: the SQL function's k is an int4.
+_MAX_K = 2**31 - 1
+
+
 def _check_point(lon: float, lat: float) -> None:
     if not (math.isfinite(lon) and math.isfinite(lat) and -90.0 <= lat <= 90.0):
         raise ValueError(f"need a finite longitude and a latitude in [-90, 90], got ({lon}, {lat})")
@@ -137,8 +149,8 @@ def craters_within(conn: Connection, lon: float, lat: float, radius_km: float, r
 def nearest_craters(conn: Connection, lon: float, lat: float, k: int = 10, run: str | None = None) -> pd.DataFrame:
     """The ``k`` craters nearest to lon/lat (great circle; exact, see ``deepcraters_nearest_craters``)."""
     _check_point(lon, lat)
-    if int(k) < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    if not 1 <= int(k) <= _MAX_K:
+        raise ValueError(f"k must be between 1 and {_MAX_K}, got {k}")
     return _frame(conn, "SELECT * FROM deepcraters_nearest_craters(%(lon)s, %(lat)s, %(k)s, %(run)s)",
                   {"lon": float(lon), "lat": float(lat), "k": int(k), "run": run})
 

@@ -45,15 +45,20 @@ RETURNS float8 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS
 $$ SELECT 2.0 * {MOON_RADIUS_M!r} * atan2(sqrt({_HAV}), sqrt(abs(1.0 - {_HAV}))) $$;
 
 -- A lon/lat region (polygon or multipolygon) cut into pieces inside [-180, 180]: vertices may
--- run past +-180 (e.g. 170 .. 190) to cross the antimeridian. PL/pgSQL, not SQL: this body
--- cannot be inlined, and a SQL function re-plans its query on every call while PL/pgSQL
--- keeps the plan for the session (the region functions were most of a polygon query's time).
+-- run past +-180 (e.g. 170 .. 190) to cross the antimeridian. Lon -180 and 180 are one
+-- meridian and boundaries count as inside, so the cut is 1e-9 deg (0.03 mm) wider on each
+-- side: a region whose edge is 180 keeps a sliver at -180 that covers the craters stored
+-- there (longitudes are stored in [-180, 180)); cut exactly at +-180, that piece would be a
+-- line, which a polygon union drops. The slivers add nothing measurable to an area.
+-- PL/pgSQL, not SQL: this body cannot be inlined, and a SQL function re-plans its query on
+-- every call while PL/pgSQL keeps the plan for the session (the region functions were most
+-- of a polygon query's time).
 CREATE OR REPLACE FUNCTION deepcraters_wrap_region(region geometry) RETURNS geometry
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS
 $$ BEGIN RETURN (
    SELECT ST_SetSRID(ST_Multi(ST_CollectionExtract(ST_Union(ST_Intersection(
               ST_Translate(ST_SetSRID(ST_Force2D(region), {MOON_SRID}), 360.0 * k, 0),
-              ST_MakeEnvelope(-180, -90, 180, 90, {MOON_SRID}))), 3)), {MOON_SRID})
+              ST_MakeEnvelope(-180 - 1e-9, -90, 180 + 1e-9, 90, {MOON_SRID}))), 3)), {MOON_SRID})
      FROM generate_series(-1, 1) AS k); END $$;
 
 -- Lon/lat boxes (SRID {MOON_SRID}) that together cover the spherical cap of radius_m around

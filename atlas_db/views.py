@@ -162,13 +162,25 @@ def install_views(conn: Connection) -> None:
 
 
 def ensure_reader_role(conn: Connection, role: str = READER_ROLE, password: str | None = None) -> None:
-    """Create (if needed) a login role that can SELECT the views above and nothing else.
+    """Create (if needed) a login role that can SELECT the views above and nothing else in this
+    database.
 
-    Its sessions are read-only by default as a second guard; the password, if any, is
-    bound as a parameter and never echoed."""
+    What PUBLIC holds in this database is taken from PUBLIC, because a role cannot be denied
+    what PUBLIC has: TEMPORARY on the database (temporary tables and functions) and CREATE on
+    schema ``public`` (PostgreSQL < 15 grants it). The database owner and superusers keep
+    theirs, and the role running this keeps TEMPORARY (loads stage rows in temporary tables);
+    any other role that loads needs it granted (docs/sql.md). Other databases of the cluster
+    are not touched: PUBLIC may CONNECT to each by default, which only their administrator
+    should revoke (docs/sql.md says how).
+
+    Its sessions are read-only by default as a second guard. The password, if any, reaches
+    the server only as a SCRAM-SHA-256 verifier computed here (libpq), so no statement, and
+    no server log of statements, holds it in clear; it is never echoed."""
     from psycopg2 import errors, sql
+    from psycopg2.extensions import encrypt_password
 
-    cur = conn.connection.dbapi_connection.cursor()
+    dbapi = conn.connection.dbapi_connection
+    cur = dbapi.cursor()
     ident = sql.Identifier(role)
     exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar()
     if not exists:
@@ -179,10 +191,16 @@ def ensure_reader_role(conn: Connection, role: str = READER_ROLE, password: str 
             cur.execute("ROLLBACK TO SAVEPOINT create_role")
         cur.execute("RELEASE SAVEPOINT create_role")
     if password is not None:
-        cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(ident), (password,))
+        verifier = encrypt_password(password, role, dbapi, "scram-sha-256")
+        cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(verifier)))
     cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident))
-    db = conn.execute(text("SELECT current_database()")).scalar()
-    cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(db), ident))
+    db = sql.Identifier(conn.execute(text("SELECT current_database()")).scalar())
+    cur.execute(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO CURRENT_USER").format(db))
+    cur.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(db))
+    cur.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+    cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(db, ident))
+    cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, ident))
+    cur.execute(sql.SQL("REVOKE ALL ON SCHEMA public FROM {}").format(ident))
     cur.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident))
     cur.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {}").format(ident))
     cur.execute(sql.SQL("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {}").format(ident))

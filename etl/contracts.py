@@ -77,7 +77,16 @@ PROB_SUM_TOL = 1e-3
 #: Tolerance on |entropy - entropy(p)|, nats.
 ENTROPY_TOL = 1e-3
 MAX_ID_LENGTH = 64
+#: Largest distance, metres on the lunar sphere, between a GeoPackage atlas point and its row's
+#: lon/lat (float noise of a lunar reprojection is far below it; a crater is far above it).
+GEOMETRY_TOLERANCE_M = 1.0
+#: Largest ``level`` the database's int4 column holds.
+MAX_LEVEL = 2**31 - 1
 _MAX_LISTED_PROBLEMS = 20
+#: pandas' default missing-value markers (read_csv docs). In CSV files only numeric cells are
+#: read with them: text ids such as "NA", "NULL" or "nan" are ids, not missing values.
+_CSV_MISSING = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 
 
 def _now_iso() -> str:
@@ -217,7 +226,10 @@ def _numeric(df: pd.DataFrame, col: str, file: str, problems: list[Problem]) -> 
 
 def _finite(values: np.ndarray, col: str, file: str, problems: list[Problem]) -> np.ndarray:
     bad = ~np.isfinite(values)
-    _add(problems, file, bad, col, lambda v: f"{v} is not a finite number (NaN/inf/missing)", values)
+    # A cell already reported as "not a number" (by _numeric) is not reported again.
+    reported = np.zeros(len(values), dtype=bool)
+    reported[[p.row - 1 for p in problems if p.field == col and p.row is not None and p.row <= len(values)]] = True
+    _add(problems, file, bad & ~reported, col, lambda v: f"{v} is not a finite number (NaN/inf/missing)", values)
     return ~bad
 
 
@@ -227,6 +239,8 @@ def _check_ids(df: pd.DataFrame, col: str, file: str, problems: list[Problem]) -
     _add(problems, file, empty.to_numpy(dtype=bool), col, "is empty")
     too_long = ids.str.len().fillna(0).to_numpy() > MAX_ID_LENGTH
     _add(problems, file, too_long, col, f"is longer than {MAX_ID_LENGTH} characters")
+    nul = ids.str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
+    _add(problems, file, nul, col, "contains a NUL character, which PostgreSQL text cannot hold")
     dup = ids.duplicated(keep="first").to_numpy(dtype=bool) & ~empty.to_numpy(dtype=bool)
     _add(problems, file, dup, col, lambda v: f"{v!r} repeats an earlier row", ids.to_numpy())
     return ids
@@ -246,6 +260,9 @@ def _check_lon_lat(df, file, problems) -> tuple[np.ndarray, np.ndarray]:
 def _check_text(value, name: str, file: str, problems: list[Problem]) -> None:
     if not isinstance(value, str) or not value.strip():
         problems.append(Problem(file, None, f"provenance.{name}", "must be a non-empty string"))
+    elif "\x00" in value:
+        problems.append(Problem(file, None, f"provenance.{name}",
+                                "contains a NUL character, which PostgreSQL text cannot hold"))
 
 
 def _check_provenance(prov, expected_type, file: str, problems: list[Problem]) -> None:
@@ -257,6 +274,9 @@ def _check_provenance(prov, expected_type, file: str, problems: list[Problem]) -
         if f.name == "source_mosaics":
             if not isinstance(value, tuple) or not value or not all(isinstance(s, str) and s for s in value):
                 problems.append(Problem(file, None, "provenance.source_mosaics", "must list at least one mosaic"))
+            elif any("\x00" in s for s in value):
+                problems.append(Problem(file, None, "provenance.source_mosaics",
+                                        "contains a NUL character, which PostgreSQL text cannot hold"))
         elif f.name == "created_at":
             try:
                 _dt.datetime.fromisoformat(str(value))
@@ -289,6 +309,8 @@ def validate_atlas(df: pd.DataFrame, provenance: AtlasProvenance | None, file: s
     lev = cols["level"]
     _add(problems, file, np.isfinite(lev) & ((lev < 1) | (lev != np.round(lev))), "level",
          lambda v: f"{v} is not a positive integer downsample factor", lev)
+    _add(problems, file, np.isfinite(lev) & (lev > MAX_LEVEL), "level",
+         lambda v: f"{v:.0f} is larger than {MAX_LEVEL}, the largest level the database holds", lev)
     if problems:
         raise ContractError(problems)
     return _typed(pd.DataFrame(cols), ATLAS_COLUMNS)
@@ -423,15 +445,23 @@ def _write_gpkg(df: pd.DataFrame, path: Path, kind: str, meta: str, geometry: bo
           layer_metadata={METADATA_KEY: meta}, **kwargs)
 
 
-def _read(path: Path, kind: str, dtypes: dict[str, str]) -> tuple[pd.DataFrame, dict | None]:
-    """Raw frame (text columns as strings) and the metadata dict, or None when absent."""
+def _read_csv(path: Path, dtypes: dict[str, str]) -> pd.DataFrame:
+    """A CSV file with text columns read verbatim (no missing-value guessing: "NA" is an id) and
+    numeric columns with pandas' missing-value markers."""
+    text_cols = {c: "string" for c, t in dtypes.items() if t == "string"}
+    na = {c: list(_CSV_MISSING) for c, t in dtypes.items() if t != "string"}
+    return pd.read_csv(path, dtype=text_cols, keep_default_na=False, na_values=na)
+
+
+def _read(path: Path, kind: str, dtypes: dict[str, str]) -> tuple[pd.DataFrame, dict | None, tuple | None]:
+    """Raw frame (text columns as strings), the metadata dict (None when absent), and for a
+    GeoPackage atlas its points: (layer CRS, WKB array or None when the layer has no geometry)."""
     fmt = _fmt(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    text_cols = {c: "string" for c, t in dtypes.items() if t == "string"}
-    meta_text = None
+    meta_text, points = None, None
     if fmt == "csv":
-        df = pd.read_csv(path, dtype=text_cols, keep_default_na=True)
+        df = _read_csv(path, dtypes)
         side = sidecar_path(path)
         meta_text = side.read_text() if side.exists() else None
     elif fmt == "parquet":
@@ -447,15 +477,60 @@ def _read(path: Path, kind: str, dtypes: dict[str, str]) -> tuple[pd.DataFrame, 
 
         info = read_info(str(path), layer=kind)
         meta_text = (info.get("layer_metadata") or {}).get(METADATA_KEY)
-        meta_, _, _, field_data = read(str(path), layer=kind, read_geometry=False)
+        meta_, _, geom, field_data = read(str(path), layer=kind, read_geometry=kind == "atlas")
         df = pd.DataFrame({name: values for name, values in zip(meta_["fields"], field_data)})
+        if kind == "atlas":
+            points = (meta_.get("crs"), geom)
     meta = None
     if meta_text:
         try:
             meta = json.loads(meta_text)
         except json.JSONDecodeError:
             meta = {"_invalid": True}
-    return df, meta
+    return df, meta, points
+
+
+def _point_problems(file: str, df: pd.DataFrame, points: tuple) -> list[Problem]:
+    """A GeoPackage atlas's points against the contract: a lunar CRS, one point per row, each
+    where the row's lon/lat fields say (within ``GEOMETRY_TOLERANCE_M``). An Earth CRS, or
+    points that disagree with the fields, mean the file is not what its columns claim."""
+    import pyproj
+    import shapely
+
+    from etl.geometry import LunarCRSError, check_lunar_crs  # imports rasterio: only when a GeoPackage is read
+    from etl.moon import great_circle_distance_m
+
+    crs_text, wkb = points
+    if wkb is None:
+        return [Problem(file, None, "geometry", f"the atlas layer has no point geometry (the contract: points "
+                                                f"in the Moon's geographic CRS, {GPKG_CRS})")]
+    try:
+        crs = pyproj.CRS.from_wkt(check_lunar_crs(crs_text or None, source="the layer").to_wkt())
+    except LunarCRSError:
+        try:
+            name = f"CRS {pyproj.CRS.from_user_input(crs_text).to_string()!r}" if crs_text else "no CRS"
+        except pyproj.exceptions.CRSError:
+            name = f"CRS {crs_text!r}"
+        return [Problem(file, None, "crs", f"the layer has {name}, not a lunar one: an atlas holds points in the "
+                                           f"Moon's geographic CRS ({GPKG_CRS}), so these are not lunar lon/lat")]
+    geoms = shapely.from_wkb(wkb)
+    is_point = (shapely.get_type_id(geoms) == 0) & ~shapely.is_empty(geoms)
+    problems: list[Problem] = []
+    _add(problems, file, ~is_point, "geometry", "is not a point (one point per crater)")
+    x = np.where(is_point, shapely.get_x(geoms), np.nan)
+    y = np.where(is_point, shapely.get_y(geoms), np.nan)
+    if not crs.is_geographic:  # a lunar map projection: its points to lon/lat on the same body
+        x, y = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True).transform(x, y)
+    lon = pd.to_numeric(df["lon"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan) \
+        if "lon" in df else np.full(len(x), np.nan)
+    lat = pd.to_numeric(df["lat"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan) \
+        if "lat" in df else np.full(len(x), np.nan)
+    with np.errstate(invalid="ignore"):
+        off_m = great_circle_distance_m(x, y, lon, lat)
+    pairs = np.stack([x, y, off_m], axis=1)
+    _add(problems, file, is_point & np.isfinite(lon) & np.isfinite(lat) & ~(off_m <= GEOMETRY_TOLERANCE_M),
+         "geometry", lambda v: f"point ({v[0]:.6f}, {v[1]:.6f}) is {v[2]:.4g} m from the row's lon/lat", pairs)
+    return problems
 
 
 def _provenance_from_meta(meta: dict | None, cls, kind: str, file: str):
@@ -495,9 +570,18 @@ def write_atlas(df: pd.DataFrame, path: str | Path, provenance: AtlasProvenance)
 def read_atlas(path: str | Path, validate: bool = True) -> tuple[pd.DataFrame, AtlasProvenance]:
     """Read an atlas file and its provenance; validated (``ContractError``) unless ``validate=False``."""
     path = Path(path)
-    df, meta = _read(path, "atlas", ATLAS_COLUMNS)
+    df, meta, points = _read(path, "atlas", ATLAS_COLUMNS)
     prov = _provenance_from_meta(meta, AtlasProvenance, "atlas", str(path))
-    return (validate_atlas(df, prov, str(path)) if validate else df), prov
+    if not validate:
+        return df, prov
+    problems = _point_problems(str(path), df, points) if points is not None else []
+    try:
+        df = validate_atlas(df, prov, str(path))
+    except ContractError as exc:
+        raise ContractError(problems + exc.problems) from None
+    if problems:
+        raise ContractError(problems)
+    return df, prov
 
 
 def write_ages(df: pd.DataFrame, path: str | Path, provenance: AgeProvenance) -> pd.DataFrame:
@@ -511,7 +595,7 @@ def write_ages(df: pd.DataFrame, path: str | Path, provenance: AgeProvenance) ->
 def read_ages(path: str | Path, validate: bool = True, atlas_ids=None) -> tuple[pd.DataFrame, AgeProvenance]:
     """Read an age table and its provenance; validated unless ``validate=False``."""
     path = Path(path)
-    df, meta = _read(path, "ages", AGE_COLUMNS)
+    df, meta, _ = _read(path, "ages", AGE_COLUMNS)
     prov = _provenance_from_meta(meta, AgeProvenance, "ages", str(path))
     return (validate_ages(df, prov, str(path), atlas_ids=atlas_ids) if validate else df), prov
 
@@ -530,7 +614,7 @@ def read_reference(path: str | Path, name: str) -> pd.DataFrame:
     elif fmt == "parquet":
         df = pd.read_parquet(path)
     else:
-        df = pd.read_csv(path, dtype={"ref_id": "string"})
+        df = _read_csv(path, REFERENCE_COLUMNS)
     return validate_reference(df, name, str(path))
 
 
