@@ -547,9 +547,8 @@ def write_mosaic_atlas_chunked(cfg, weights: str | None, dom_path: str | Path, d
     """:func:`detect_mosaic_chunked` with a Detectron2 model, then the atlas file with its
     provenance (as :func:`detectron2_rfcn.atlas.write_mosaic_atlas`). Returns the atlas as
     written and what the run did."""
-    from detectron2_rfcn.atlas import config_hash, model_name
     from etl.contracts import AtlasProvenance, write_atlas
-    from etl.provenance import code_version
+    from etl.provenance import code_version, config_hash, model_name
 
     work_dir = default_work_dir(out_path) if work_dir is None else Path(work_dir)
     craters, stats = detect_mosaic_chunked(
@@ -566,7 +565,7 @@ def write_mosaic_atlas_chunked(cfg, weights: str | None, dom_path: str | Path, d
     return write_atlas(craters.reset_index(drop=True), out_path, provenance), stats
 
 
-__all__: Sequence[str] = ["AtlasPlan", "Chunk", "ChunkWorker", "DETECTION_COLUMNS", "ENGINES", "PredictorSpec",
-                          "RunStats", "ScaleSettings", "WorkerStats", "chunk_path", "default_work_dir", "detect_mosaic_chunked",
-                          "file_identity", "model_key", "plan_atlas", "plan_mosaic", "read_chunk", "run_plan",
-                          "write_chunk", "write_mosaic_atlas_chunked"]
+__all__: Sequence[str] = [
+    "AtlasPlan", "Chunk", "ChunkWorker", "DETECTION_COLUMNS", "ENGINES", "PredictorSpec", "RunStats", "ScaleSettings",
+    "WorkerStats", "chunk_path", "default_work_dir", "detect_mosaic_chunked", "file_identity", "model_key",
+    "plan_atlas", "plan_mosaic", "read_chunk", "run_plan", "write_chunk", "write_mosaic_atlas_chunked"]

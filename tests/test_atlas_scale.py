@@ -249,3 +249,78 @@ def test_worker_prefetches_while_the_model_runs(world, catalogue):
     s = worker.stats
     assert s.tiles == plan.n_tiles
     assert s.read_s > 0 and s.wait_s < 0.5 * s.read_s
+
+
+# --------------------------------------------------------------------------- engines and the command
+
+REAL_SETTINGS = AtlasSettings(levels=(1, 2), tile_size_px=192, overlap_px=64, max_diameter_px=64,
+                              score_threshold=0.0)
+REAL_SCALE = ScaleSettings(chunk_tiles=4, batch_size=2, merge_block_px=128)
+
+
+@pytest.fixture(scope="module")
+def untrained_model(tmp_path_factory):
+    """The quick-schedule R-FCN, untrained, saved once so that every engine loads one model."""
+    import torch
+    from detectron2.modeling import build_model
+
+    from detectron2_rfcn.config import get_rfcn_cfg
+
+    config = REPO_ROOT / "configs/quick_schedules/rfcn_R_18_C4_instant_test.yaml"
+    cfg = get_rfcn_cfg(str(config), ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    torch.manual_seed(0)
+    weights = tmp_path_factory.mktemp("model") / "untrained.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    return config, cfg, weights
+
+
+@pytest.mark.slow
+def test_inprocess_and_ray_give_the_same_atlas(world, untrained_model, tmp_path):
+    import torch
+
+    from detectron2_rfcn.atlas_scale import write_mosaic_atlas_chunked
+
+    _, cfg, weights = untrained_model
+    kw = dict(run_name="engines", settings=REAL_SETTINGS, scale=REAL_SCALE, progress=False)
+    # Ray actors run torch on one thread each: so does the in-process run, so that both sum in
+    # one order and agree to the bit.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        inproc, s_in = write_mosaic_atlas_chunked(cfg, str(weights), world.dom_path, world.dem_path,
+                                                  tmp_path / "inprocess.parquet", **kw)
+    finally:
+        torch.set_num_threads(threads)
+    on_ray, s_ray = write_mosaic_atlas_chunked(
+        cfg, str(weights), world.dom_path, world.dem_path, tmp_path / "ray.parquet", engine="ray", workers=2,
+        cpus_per_worker=1, ray_init={"num_cpus": 2, "object_store_memory": 100 * 2**20}, **kw)
+    assert s_in.chunks_computed == s_ray.chunks_computed == 5 and s_ray.workers == 2
+    assert len(inproc) > 10  # an untrained model fires everywhere at score 0: plenty to merge
+    cols = ["lon", "lat", "diameter_km", "score", "x0_px", "y0_px", "x1_px", "y1_px", "level"]
+    assert len(inproc) == len(on_ray)
+    np.testing.assert_allclose(inproc[cols].to_numpy(float), on_ray[cols].to_numpy(float), rtol=0, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_atlas_command_resumes_from_its_work_directory(world, untrained_model, tmp_path, capsys):
+    from etl.commands.atlas import main
+    from etl.contracts import read_atlas
+
+    config, _, weights = untrained_model
+    out = tmp_path / "atlas.gpkg"
+    argv = ["--config-file", str(config), "--weights", str(weights), "--dom", str(world.dom_path),
+            "--dem", str(world.dem_path), "--out", str(out), "--levels", "1", "2", "--tile-size", "192",
+            "--overlap", "64", "--max-diameter", "64", "--score-threshold", "0.2", "--chunk-tiles", "4",
+            "--batch-size", "2", "--quiet", "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "5 chunks: 0 reused, 5 computed" in first
+    atlas1, provenance = read_atlas(out)
+    assert provenance.run_name == "atlas" and provenance.source_mosaics == (str(world.dom_path), str(world.dem_path))
+    assert len(list((tmp_path / "atlas.gpkg.work" / "chunks").glob("*.parquet"))) == 5
+
+    assert main(argv) == 0
+    assert "5 chunks: 5 reused, 0 computed" in capsys.readouterr().out
+    atlas2, _ = read_atlas(out)
+    assert atlas2.drop(columns="crater_id").equals(atlas1.drop(columns="crater_id"))
+    assert f"{len(atlas1)} craters" in first

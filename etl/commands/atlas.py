@@ -10,9 +10,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepcraters atlas",
         description="Sweep a whole DOM + DEM mosaic (any size: tiles are read lazily) at one or more "
-                    "pyramid levels with a trained R-FCN, merge the detections of overlapping tiles and "
-                    "levels, and write the atlas (lon, lat, diameter_km, score, pixel box, level) with its "
-                    "provenance. The file type follows the suffix: .gpkg, .parquet or .csv.",
+                    "pyramid levels with a trained R-FCN, in chunks of tiles (resumable; in this process or "
+                    "on Ray), merge the detections of overlapping tiles, chunks and levels (one crater by "
+                    "etl.matching's rule), and write the atlas (lon, lat, diameter_km, score, pixel box, "
+                    "level) with its provenance. The file type follows the suffix: .gpkg, .parquet or .csv.",
         epilog="example:\n  deepcraters atlas --config-file configs/rfcn_timm_R_18_C4_1000it.yaml \\\n"
                "      --weights output/rfcn/model_final.pth --dom dom.tif --dem dem.tif --out atlas.gpkg",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,6 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-diameter", type=float, default=8.0, help="smallest crater kept at a level, px")
     p.add_argument("--max-diameter", type=float, default=128.0, help="largest crater kept at a level, px")
     p.add_argument("--score-threshold", type=float, default=0.5, help="minimum detection score")
+    p.add_argument("--chunk-tiles", type=int, default=256,
+                   help="tiles per chunk of work (a square block of one level's tiles); each chunk's detections "
+                        "are written once to the work directory, so an interrupted atlas resumes")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="where chunk files are kept (default: OUT.work beside the atlas); delete it to start over")
+    p.add_argument("--engine", choices=["inprocess", "ray"], default="inprocess",
+                   help="inprocess: one worker in this process; ray: one model per Ray actor (one GPU each "
+                        "when the cluster has GPUs)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (e.g. 'auto' or HOST:6379; default: start a local Ray for this run)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray actors (default: one per GPU, else one per --cpus-per-worker CPUs)")
+    p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (torch threads) per Ray actor")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return p
@@ -42,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             print(f"deepcraters atlas: {path}: no such file", file=sys.stderr)
             return 2
-    from detectron2_rfcn.atlas import AtlasSettings, write_mosaic_atlas
+    from detectron2_rfcn.atlas import AtlasSettings
+    from detectron2_rfcn.atlas_scale import ScaleSettings, write_mosaic_atlas_chunked
     from detectron2_rfcn.config import get_rfcn_cfg
     from etl.contracts import ContractError
     from etl.geometry import LunarCRSError
@@ -52,12 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = AtlasSettings(levels=tuple(args.levels), tile_size_px=args.tile_size, overlap_px=args.overlap,
                                  min_diameter_px=args.min_diameter, max_diameter_px=args.max_diameter,
                                  score_threshold=args.score_threshold)
+        scale = ScaleSettings(chunk_tiles=args.chunk_tiles, batch_size=args.batch_size)
         cfg = get_rfcn_cfg(args.config_file, args.opts)
-        atlas = write_mosaic_atlas(cfg, args.weights, args.dom, args.dem, args.out,
-                                   run_name=args.run_name or args.out.stem, settings=settings,
-                                   assume_crs=args.assume_crs, progress=not args.quiet)
+        atlas, stats = write_mosaic_atlas_chunked(
+            cfg, args.weights, args.dom, args.dem, args.out, run_name=args.run_name or args.out.stem,
+            work_dir=args.work_dir, settings=settings, scale=scale, engine=args.engine, address=args.address,
+            workers=args.workers, cpus_per_worker=args.cpus_per_worker, assume_crs=args.assume_crs,
+            progress=not args.quiet)
     except (ValueError, RasterError, LunarCRSError, ContractError) as exc:
         print(f"deepcraters atlas: {exc}", file=sys.stderr)
         return 1
+    print(stats.summary())
     print(f"{args.out}: {len(atlas)} craters")
     return 0
