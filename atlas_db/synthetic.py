@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from etl.contracts import AgeProvenance, AtlasProvenance, ages_frame, make_crater_ids
+from etl.moon import km_per_degree_latitude
 
 ROBBINS_2018_SIZE = 1_300_000
 _METRES_PER_PX = 100.0  # pixel grid of the fake source mosaic (simple cylindrical)
@@ -28,9 +29,9 @@ def synthetic_atlas(n: int, run_name: str, seed: int = 0, catalogue: pd.DataFram
     """A contract-shaped atlas frame (ids, scores, pixel boxes, level) over a synthetic catalogue."""
     cat = synthetic_catalogue(n, seed) if catalogue is None else catalogue.reset_index(drop=True)
     rng = np.random.default_rng(seed + 1)
-    km_per_deg = 2 * np.pi * 1737.4 / 360.0
-    cx = (cat["lon"].to_numpy() + 180.0) * km_per_deg * 1000.0 / _METRES_PER_PX
-    cy = (90.0 - cat["lat"].to_numpy()) * km_per_deg * 1000.0 / _METRES_PER_PX
+    m_per_deg = km_per_degree_latitude() * 1000.0  # simple cylindrical: the same along both axes
+    cx = (cat["lon"].to_numpy() + 180.0) * m_per_deg / _METRES_PER_PX
+    cy = (90.0 - cat["lat"].to_numpy()) * m_per_deg / _METRES_PER_PX
     half = cat["diameter_km"].to_numpy() * 500.0 / _METRES_PER_PX
     df = pd.DataFrame({
         "crater_id": make_crater_ids(cat["lon"], cat["lat"], cat["diameter_km"], run_name),

@@ -1,10 +1,6 @@
-"""Registration of the tile datasets that ``etl`` writes (``etl.tiling.build_dataset``).
-
-Layout of a dataset directory::
-
-    dataset.json                 channels, pixel_mean/std (train tiles), crs, tile_size_px, splits
-    tiles/<split>/<tile_id>.tif  float32 multi-band GeoTIFF, bands in ``channels`` order
-    train.json, val.json, test.json   COCO-style boxes (abs px, XYWH) + crater attributes
+"""Registration of tile datasets: the one reader of the format that ``etl.tile_dataset`` writes
+(its module docstring is the contract: ``dataset.json``, ``tiles/<split>/<tile_id>.tif`` and
+COCO ``train/val/test.json``), whoever cut them (``etl.tiling``, ``detectron2_rfcn.nac_data``).
 
 Splits are spatially disjoint regions (so "test" is a held-out region, not held-out tiles).
 """
@@ -13,31 +9,24 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
+
+from etl.tile_dataset import SPLITS, read_dataset_info
 
 __all__ = ["CRATER_SPLITS", "load_crater_json", "register_crater_dataset", "read_dataset_info",
            "setup_crater_datasets"]
 
 logger = logging.getLogger(__name__)
 
-CRATER_SPLITS = ("train", "val", "test")
+CRATER_SPLITS = SPLITS
 # Crater attributes carried from the JSON into each annotation record (for the evaluator
 # and the atlas); the model itself reads only bbox / category_id.
-_CRATER_FIELDS = ("lon", "lat", "diameter_km", "diameter_px", "truncated", "crater_id")
+_CRATER_FIELDS = ("lon", "lat", "diameter_km", "diameter_px", "truncated", "crater_id", "age_class")
 
 
-def read_dataset_info(dataset_dir) -> dict:
-    """The dataset's ``dataset.json`` (channels, pixel statistics, CRS, ...)."""
-    path = Path(dataset_dir) / "dataset.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a crater tile dataset (no dataset.json)")
-    return json.loads(path.read_text())
-
-
-def load_crater_json(json_file, dataset_dir) -> List[Dict]:
+def load_crater_json(json_file, dataset_dir) -> list[dict]:
     """Detectron2 dataset dicts from one split's COCO-style JSON.
 
     ``category_id`` becomes the contiguous id 0 ("crater"); ``iscrowd`` and ``truncated``
@@ -47,7 +36,7 @@ def load_crater_json(json_file, dataset_dir) -> List[Dict]:
     coco = json.loads(Path(json_file).read_text())
     cat_ids = sorted(c["id"] for c in coco.get("categories", [{"id": 1}]))
     cat_to_contiguous = {cid: i for i, cid in enumerate(cat_ids)}
-    anns_by_image: Dict[int, list] = {}
+    anns_by_image: dict[int, list] = {}
     for ann in coco.get("annotations", []):
         anns_by_image.setdefault(ann["image_id"], []).append(ann)
     records = []
@@ -79,7 +68,7 @@ def load_crater_json(json_file, dataset_dir) -> List[Dict]:
     return records
 
 
-def register_crater_dataset(name_prefix: str, dataset_dir) -> List[str]:
+def register_crater_dataset(name_prefix: str, dataset_dir) -> list[str]:
     """Register ``<prefix>_train/_val/_test`` (the splits whose JSON exists) in Detectron2's
     catalogs, with metadata thing_classes ["crater"], evaluator_type "crater", channels and
     pixel statistics. Re-registering the same name (same directory) is a no-op."""
@@ -114,7 +103,7 @@ def register_crater_dataset(name_prefix: str, dataset_dir) -> List[str]:
     return names
 
 
-def setup_crater_datasets(cfg) -> List[str]:
+def setup_crater_datasets(cfg) -> list[str]:
     """Register ``cfg.DATASETS.CRATER.DIR`` (if set) and, when asked, copy its pixel statistics
     and channel names into ``cfg.MODEL`` (cfg must not be frozen)."""
     if not cfg.DATASETS.CRATER.DIR:
@@ -122,8 +111,6 @@ def setup_crater_datasets(cfg) -> List[str]:
     names = register_crater_dataset(cfg.DATASETS.CRATER.NAME_PREFIX, cfg.DATASETS.CRATER.DIR)
     if cfg.DATASETS.CRATER.PIXEL_STATS_FROM_DATASET:
         info = read_dataset_info(cfg.DATASETS.CRATER.DIR)
-        if not info.get("pixel_mean") or len(info["pixel_mean"]) != len(info.get("pixel_std", [])):
-            raise ValueError(f"{cfg.DATASETS.CRATER.DIR}/dataset.json: pixel_mean/pixel_std missing or unequal")
         cfg.MODEL.PIXEL_MEAN = [float(v) for v in info["pixel_mean"]]
         # A constant channel has std 0: keep it finite.
         cfg.MODEL.PIXEL_STD = [max(float(v), 1e-6) for v in info["pixel_std"]]

@@ -18,9 +18,6 @@ MOON_CRS: str = "IAU_2015:30100"
 #: The same sphere as PostGIS ships it (GCS_Moon_2000); used as the SRID in the database.
 MOON_SRID: int = 104903
 
-#: Mean Earth radius that PostGIS' geography index paths assume, metres.
-EARTH_RADIUS_M: float = 6_371_008.8
-
 
 def normalize_lon(lon_deg):
     """Map longitudes (0..360 or any value) into [-180, 180). Works on scalars and arrays."""

@@ -2,7 +2,7 @@
 
 ``etl.tiling`` (DOM + DEM mosaics), ``detectron2_rfcn.nac_data`` (LRO NAC frames) and the
 tests' toy datasets all write through :class:`TileDatasetWriter`; ``detectron2_rfcn.data``
-reads the result. The contract::
+reads the result (``dataset.json`` through :func:`read_dataset_info`). The contract::
 
     OUT/
       dataset.json   contract ("deepcraters.tiles"), version
@@ -43,7 +43,8 @@ import numpy as np
 
 from etl.age_classes import AgeClass
 
-__all__ = ["CATEGORY", "CONTRACT", "CONTRACT_VERSION", "SPLITS", "TileDatasetWriter", "age_code"]
+__all__ = ["CATEGORY", "CONTRACT", "CONTRACT_VERSION", "SPLITS", "TileDatasetWriter", "age_code",
+           "read_dataset_info"]
 
 CONTRACT = "deepcraters.tiles"
 CONTRACT_VERSION = 1
@@ -58,6 +59,28 @@ def age_code(value) -> str:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return AgeClass(int(value)).code
     return AgeClass.parse(value).code
+
+
+def read_dataset_info(dataset_dir) -> dict:
+    """The dataset's ``dataset.json`` (channels, pixel statistics, CRS, ...), checked against the
+    contract: a tile dataset of a version this code reads, with one mean and std per channel."""
+    path = Path(dataset_dir) / "dataset.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a crater tile dataset (no dataset.json)")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from exc
+    contract, version = info.get("contract", CONTRACT), info.get("version", CONTRACT_VERSION)
+    if contract != CONTRACT or not isinstance(version, int) or version > CONTRACT_VERSION:
+        raise ValueError(f"{path}: contract {contract!r} version {version!r}; this code reads {CONTRACT!r} "
+                         f"up to version {CONTRACT_VERSION}")
+    channels = info.get("channels")
+    if not channels or any(len(info.get(k) or []) != len(channels) for k in ("pixel_mean", "pixel_std")):
+        raise ValueError(f"{path}: needs channels and one pixel_mean and pixel_std entry per channel, got "
+                         f"channels={channels!r}, pixel_mean={info.get('pixel_mean')!r}, "
+                         f"pixel_std={info.get('pixel_std')!r}")
+    return info
 
 
 def _plain(value):

@@ -14,7 +14,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 from detectron2_rfcn import (CraterDatasetMapper, Rot90Transform, get_rfcn_cfg, read_tile, register_crater_dataset,
                              setup_crater_datasets)
-from detectron2_rfcn.toy_data import write_toy_crater_dataset
+from toy_tiles import write_toy_crater_dataset
 
 from pathlib import Path
 

@@ -13,7 +13,7 @@ import pytest
 
 from detectron2.engine import default_argument_parser
 from detectron2_rfcn import engine
-from detectron2_rfcn.toy_data import write_toy_crater_dataset
+from toy_tiles import write_toy_crater_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from etl.catalogue import CatalogueError
+    from etl.geometry import LunarCRSError
+    from etl.rasters import RasterError
     from etl.tiling import build_dataset
 
     ap = build_parser()
@@ -79,12 +83,20 @@ def main(argv: list[str] | None = None) -> int:
                    diameter_unit=args.diameter_unit)
     if args.age_col:
         options["age_col"] = args.age_col
-    summary = build_dataset(dom, dem, catalogue, args.out, tile_size_px=args.tile_size, overlap_px=args.overlap,
-                            levels=args.levels, min_diameter_px=args.min_diameter_px,
-                            max_diameter_px=args.max_diameter_px, split_fractions=args.splits,
-                            region_size_px=args.region_size, seed=args.seed, assume_crs=args.assume_crs,
-                            catalogue_options=options, progress=not args.quiet)
+    try:
+        summary = build_dataset(dom, dem, catalogue, args.out, tile_size_px=args.tile_size, overlap_px=args.overlap,
+                                levels=args.levels, min_diameter_px=args.min_diameter_px,
+                                max_diameter_px=args.max_diameter_px, split_fractions=args.splits,
+                                region_size_px=args.region_size, seed=args.seed, assume_crs=args.assume_crs,
+                                catalogue_options=options, progress=not args.quiet)
+    except (RasterError, LunarCRSError, CatalogueError, FileExistsError, ValueError) as exc:
+        # The messages name the file and what is wrong; a traceback would only bury them.
+        print(f"deepcraters tiles: {exc}\nnothing written to {args.out}", file=sys.stderr)
+        return 1
     parts = ", ".join(f"{s} {summary.tiles[s]} tiles / {summary.annotations[s]} craters" for s in summary.tiles)
     print(f"wrote {summary.dataset_json}: {parts}; dropped {summary.dropped_straddling} tiles across split "
           f"boundaries and {summary.dropped_empty} without data")
+    if summary.dem_coverage < 1.0 or summary.dropped_no_elevation:
+        print(f"the DEM covers {summary.dem_coverage:.1%} of the DOM: {summary.dropped_no_elevation} tiles without "
+              "elevation left out")
     return 0
