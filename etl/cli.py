@@ -14,6 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("etl.commands.demo:main", "the whole pipeline on a synthetic study area, start to finish"),
     "synth": ("etl.commands.synth:main", "write a synthetic lunar study area (DOM, DEM, catalogue, units)"),
+    "lunar-rasters": ("etl.commands.lunar_rasters:main", "real-Moon LOLA DEM + albedo GeoTIFFs (and Head 2010 ages)"),
     "tiles": ("etl.commands.tiles:main", "cut mosaics + catalogue into a Detectron2-ready tile dataset"),
     "figure": ("etl.commands.figure:main", "draw a DOM/DEM tile with its catalogue boxes to a PNG"),
     "atlas": ("etl.commands.atlas:main", "detect every crater of a DOM + DEM mosaic with a trained R-FCN"),

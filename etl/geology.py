@@ -180,8 +180,8 @@ class UnitLabelPoints(UnitSource):
                     keep[i] = False  # a label without a system says nothing about age
                     continue
                 weights[i, list(classes)] = 1.0 / len(classes)
-            kinds = np.array([_KINDS.index(_kind(n, g, c)) for n, g, c in
-                              zip(pts["unit_name"].fillna("").astype(str), pts["group"].fillna("").astype(str), crater)])
+            names, groups = pts["unit_name"].fillna("").astype(str), pts["group"].fillna("").astype(str)
+            kinds = np.array([_KINDS.index(_kind(n, g, c)) for n, g, c in zip(names, groups, crater)])
             xyz = unit_vector(pts["lon"].to_numpy(dtype=float), pts["lat"].to_numpy(dtype=float))
             idx = np.flatnonzero(keep)
             self._cache[key] = (cKDTree(xyz[idx]), weights[idx], kinds[idx], crater[idx])
