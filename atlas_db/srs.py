@@ -119,7 +119,7 @@ $$ SELECT ST_SetSRID(ST_MakePolygon(ST_MakeLine(array_agg(
 def check_moon_srid(conn: Connection) -> None:
     """Fail clearly when the server's spatial_ref_sys lacks the Moon sphere we rely on."""
     row = conn.execute(text("SELECT srtext FROM spatial_ref_sys WHERE srid = :s"), {"s": MOON_SRID}).first()
-    if row is None or "1737400" not in row[0]:
+    if row is None or f"{MOON_RADIUS_M:.0f}" not in row[0]:
         raise RuntimeError(f"spatial_ref_sys has no GCS_Moon_2000 sphere under SRID {MOON_SRID}; "
                            "PostGIS >= 3.0 ships it as ESRI:104903")
 

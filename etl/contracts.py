@@ -358,27 +358,25 @@ def validate_ages(df: pd.DataFrame, provenance: AgeProvenance | None, file: str 
 
 
 def validate_reference(df: pd.DataFrame, name: str, file: str = "<reference>") -> pd.DataFrame:
-    """Check a reference catalogue (lon, lat, diameter_km, optional ref_id); fill missing ids."""
-    problems = _check_columns(df, REFERENCE_COLUMNS, file, optional=("ref_id",))
+    """Check a reference catalogue (lon, lat, diameter_km, optional ref_id) with the one catalogue
+    reader's rules (:func:`etl.catalogue.validate_catalogue`); fill missing ids with ``make_crater_ids``.
+    Near-duplicate craters are kept (a reference is taken as published); exact repeats are not."""
+    from etl.catalogue import validate_catalogue
+
     if not isinstance(name, str) or not name.strip():
-        problems.append(Problem(file, None, "name", "a reference catalogue needs a non-empty name"))
-    if problems:
-        raise ContractError(problems)
-    lon, lat = _check_lon_lat(df, file, problems)
-    d = _numeric(df, "diameter_km", file, problems)
-    ok = _finite(d, "diameter_km", file, problems)
-    _add(problems, file, ok & (d <= 0), "diameter_km", lambda v: f"{v} is not positive", d)
-    if problems:
-        raise ContractError(problems)
-    if "ref_id" in df.columns:
-        ids = _check_ids(df, "ref_id", file, problems)
+        raise ContractError([Problem(file, None, "name", "a reference catalogue needs a non-empty name")])
+    id_col = "ref_id" if "ref_id" in df.columns else None
+    cat = validate_catalogue(df, source=file, id_col=id_col, on_duplicate="keep")
+    if id_col:
+        ids = cat["ref_id"]
     else:
-        ids = pd.Series(make_crater_ids(lon, lat, d, name), dtype="string")
-        dup = ids.duplicated().to_numpy(dtype=bool)
-        _add(problems, file, dup, "lon,lat,diameter_km", "repeats an earlier crater")
-    if problems:
-        raise ContractError(problems)
-    return _typed(pd.DataFrame({"ref_id": ids, "lon": lon, "lat": lat, "diameter_km": d}), REFERENCE_COLUMNS)
+        ids = pd.Series(make_crater_ids(cat["lon"], cat["lat"], cat["diameter_km"], name), dtype="string")
+        problems: list[Problem] = []
+        _add(problems, file, ids.duplicated().to_numpy(dtype=bool), "lon,lat,diameter_km", "repeats an earlier crater")
+        if problems:
+            raise ContractError(problems)
+    return _typed(pd.DataFrame({"ref_id": ids, "lon": cat["lon"], "lat": cat["lat"],
+                                "diameter_km": cat["diameter_km"]}), REFERENCE_COLUMNS)
 
 
 def _typed(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
@@ -601,26 +599,12 @@ def read_ages(path: str | Path, validate: bool = True, atlas_ids=None) -> tuple[
 
 
 def read_reference(path: str | Path, name: str) -> pd.DataFrame:
-    """Read a reference catalogue (CSV/Parquet/GeoPackage with lon, lat, diameter_km[, ref_id]).
+    """Read a reference catalogue (CSV/Parquet/GeoPackage with lon, lat, diameter_km[, ref_id])
+    through the one catalogue reader (:func:`etl.catalogue.read_catalogue`); see
+    :func:`validate_reference`. No provenance is required: catalogues come from outside the pipeline."""
+    from etl.catalogue import read_table
 
-    No provenance is required: catalogues come from outside the pipeline."""
-    path = Path(path)
-    fmt = _fmt(path)
-    if fmt == "gpkg":
-        from pyogrio.raw import read
-
-        meta_, _, _, field_data = read(str(path), read_geometry=False)
-        df = pd.DataFrame({n: v for n, v in zip(meta_["fields"], field_data)})
-    elif fmt == "parquet":
-        df = pd.read_parquet(path)
-    else:
-        df = _read_csv(path, REFERENCE_COLUMNS)
-    return validate_reference(df, name, str(path))
-
-
-def file_problems(exc: BaseException) -> list[Problem]:
-    """The problems of a ``ContractError`` (empty for anything else)."""
-    return list(getattr(exc, "problems", []))
+    return validate_reference(read_table(path), name, str(path))
 
 
 __all__ = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ import shapely
 
 from etl.age_classes import AgeClass
 from etl.catalogue import CatalogueError, read_catalogue, validate_catalogue
+from etl.contracts import ContractError, read_reference
 from etl.geometry import mercator_crs
 from etl.moon import MOON_RADIUS_M
 
@@ -49,50 +51,77 @@ def test_configurable_columns_units_and_age_classes(tmp_path):
     assert df.age_class.dtype == np.int64
 
 
+def _where(exc_info):
+    """(file name, row, field) of every problem a CatalogueError lists."""
+    return [(Path(p.file).name, p.row, p.field) for p in exc_info.value.problems]
+
+
 @pytest.mark.parametrize("row, column, message", [
-    ("1.0,nan,5.0", "lat", "latitude is not a finite number"),
-    ("1.0,95,5.0", "lat", r"latitude outside \[-90, 90\] degrees"),
-    ("1.0,5.0,-3", "diameter_km", "diameter is not positive"),
-    ("1.0,5.0,0", "diameter_km", "diameter is not positive"),
-    ("abc,5.0,2.0", "lon", "longitude is not a finite number"),
-    ("400,5.0,2.0", "lon", r"longitude outside \[-180, 360\] degrees"),
-    ("1.0,5.0,", "diameter_km", "diameter is not a finite number"),
+    ("1.0,nan,5.0", "lat", "nan is not a finite number"),
+    ("1.0,95,5.0", "lat", r"95.0 is outside \[-90, 90\] degrees"),
+    ("1.0,5.0,-3", "diameter_km", "-3.0 is not positive"),
+    ("1.0,5.0,0", "diameter_km", "0.0 is not positive"),
+    ("abc,5.0,2.0", "lon", "'abc' is not a number"),
+    ("400,5.0,2.0", "lon", r"400.0 is outside \[-180, 360\] degrees"),
+    ("1.0,5.0,", "diameter_km", "is missing"),
 ])
-def test_bad_values_name_file_line_and_column(tmp_path, row, column, message):
-    # Blank and quoted lines before the bad one must not shift the line number.
+def test_bad_values_name_file_row_and_field(tmp_path, row, column, message):
+    # Blank and quoted multi-line rows before the bad one must not shift its row number.
     text = 'lon,lat,diameter_km,note\n0,0,1,"a\nmultiline note"\n\n10,10,2,ok\n' + row + ",bad\n"
-    with pytest.raises(CatalogueError, match=rf"bad\.csv: column '{column}': {message} in 1 row: line 6 "):
+    with pytest.raises(CatalogueError, match=rf"bad\.csv, row 3, field '{column}': {message}") as exc:
         read_catalogue(_csv(tmp_path, text, "bad.csv"))
+    assert _where(exc) == [("bad.csv", 3, column)]
+    assert isinstance(exc.value, ContractError)  # one error style with the file contracts
+
+
+def test_every_problem_is_listed(tmp_path):
+    text = "lon,lat,diameter_km\n1,1,1\nabc,95,0\n3,3,3\n400,-91,\n"
+    with pytest.raises(CatalogueError, match=r"^6 problem\(s\)") as exc:
+        read_catalogue(_csv(tmp_path, text, "many.csv"))
+    assert set(_where(exc)) == {("many.csv", r, f) for r in (2, 4) for f in ("lon", "lat", "diameter_km")}
 
 
 def test_missing_column_lists_available_ones(tmp_path):
-    with pytest.raises(CatalogueError, match=r"cat\.csv: missing column\(s\) 'diameter_km'; "
-                                             r"available columns: 'lon', 'lat', 'diam'"):
+    with pytest.raises(CatalogueError, match=r"cat\.csv, field 'diameter_km': required column is missing "
+                                             r"\(available columns: 'lon', 'lat', 'diam'\)"):
         read_catalogue(_csv(tmp_path, "lon,lat,diam\n1,2,3\n", "cat.csv"))
-    with pytest.raises(CatalogueError, match=r"missing column\(s\) 'age'"):
+    with pytest.raises(CatalogueError, match=r"field 'age': required column is missing"):
         read_catalogue(_csv(tmp_path, GOOD), age_col="age")
 
 
 def test_bad_age_class_and_ragged_rows(tmp_path):
-    bad_age = r"ages\.csv: column 'age': not a lunar age class .* line 3 \('Jurassic'\)"
-    with pytest.raises(CatalogueError, match=bad_age):
+    with pytest.raises(CatalogueError, match=r"ages\.csv, row 2, field 'age': 'Jurassic' is not a lunar age class"):
         read_catalogue(_csv(tmp_path, "lon,lat,diameter_km,age\n1,1,1,Ec\n5,5,5,Jurassic\n", "ages.csv"),
                        age_col="age")
-    with pytest.raises(CatalogueError, match=r"ragged\.csv: line 3 has 4 fields, the header has 3"):
-        read_catalogue(_csv(tmp_path, "lon,lat,diameter_km\n1,1,1\n2,2,2,2\n", "ragged.csv"))
+    with pytest.raises(CatalogueError, match=r"ragged\.csv, row 2: has 4 fields, the header has 3") as exc:
+        read_catalogue(_csv(tmp_path, "lon,lat,diameter_km\n1,1,1\n2,2,2,2\n3,3\n", "ragged.csv"))
+    assert _where(exc) == [("ragged.csv", 2, None), ("ragged.csv", 3, None)]
     with pytest.raises(CatalogueError, match=r"nope\.csv: no such catalogue file"):
         read_catalogue(tmp_path / "nope.csv")
 
 
+def test_own_age_column_is_read_as_ages(tmp_path):
+    df = read_catalogue(_csv(tmp_path, "lon,lat,diameter_km,age_class\n1,1,1,Ec\n5,5,5,pNc\n"))
+    assert df.age_class.tolist() == [AgeClass.ERATOSTHENIAN, AgeClass.PRE_NECTARIAN]
+
+
+def test_ids_are_text_and_checked(tmp_path):
+    df = read_catalogue(_csv(tmp_path, "id,lon,lat,diameter_km\nNA,1,1,1\n007,5,5,5\n"), id_col="id")
+    assert df["id"].tolist() == ["NA", "007"]  # not missing, not the number 7
+    with pytest.raises(CatalogueError, match=r"ids\.csv, row 2, field 'id': 'a' repeats an earlier row"):
+        read_catalogue(_csv(tmp_path, "id,lon,lat,diameter_km\na,1,1,1\na,5,5,5\n", "ids.csv"), id_col="id")
+
+
 def test_duplicates_error_names_both_rows_or_are_dropped(tmp_path):
-    # Line 4 repeats line 2 across the antimeridian (0.4 km apart, 2 % larger): the same crater.
+    # Row 3 repeats row 1 across the antimeridian (0.4 km apart, 2 % larger): the same crater.
     shift_deg = math.degrees(400.0 / MOON_RADIUS_M)
     text = (f"lon,lat,diameter_km\n179.9999,0,20.0\n10,10,20.0\n{-180 + shift_deg - 0.0001:.6f},0,20.4\n"
-            "10.0,10.0,30.0\n")  # line 5: same centre as line 3 but a different size: not a duplicate
+            "10.0,10.0,30.0\n")  # row 4: same centre as row 2 but a different size: not a duplicate
     path = _csv(tmp_path, text, "dups.csv")
-    with pytest.raises(CatalogueError, match=r"dups\.csv: line 2 and line 4 are the same crater "
-                                             r"\(columns 'lon', 'lat', 'diameter_km': centres 0\.4 km apart"):
+    with pytest.raises(CatalogueError, match=r"dups\.csv, row 3, field 'lon,lat,diameter_km': the same crater as "
+                                             r"row 1 \(centres 0\.4 km apart") as exc:
         read_catalogue(path)
+    assert [w for w in _where(exc) if w[1] is not None] == [("dups.csv", 3, "lon,lat,diameter_km")]
     with pytest.warns(UserWarning, match="dropped 1 duplicate crater"):
         df = read_catalogue(path, on_duplicate="drop")
     np.testing.assert_allclose(df.diameter_km, [20.0, 20.0, 30.0])
@@ -103,19 +132,28 @@ def test_on_invalid_drop_keeps_the_good_rows(tmp_path):
     text = "lon,lat,diameter_km\n1,1,1\n2,95,2\n3,3,0\n4,4,4\n"
     with pytest.warns(UserWarning) as record:
         df = read_catalogue(_csv(tmp_path, text), on_invalid="drop")
-    messages = sorted(str(w.message) for w in record)
-    assert len(messages) == 2
-    assert "column 'diameter_km'" in messages[0] and "line 4 (0.0)" in messages[0]
-    assert "column 'lat'" in messages[1] and "line 3 (95.0)" in messages[1]
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "dropped 2 invalid row(s)" in message
+    assert "row 2, field 'lat': 95.0 is outside" in message and "row 3, field 'diameter_km': 0.0 is not" in message
     np.testing.assert_allclose(df.lon, [1.0, 4.0])
 
 
-def test_validate_in_memory_frame_names_index_rows():
+def test_validate_in_memory_frame_counts_rows_from_one():
     frame = pd.DataFrame({"lon": [1.0, 2.0], "lat": [0.0, -91.0], "diameter_km": [1.0, 1.0]}, index=[7, 8])
-    with pytest.raises(CatalogueError, match=r"^catalogue: column 'lat': latitude outside .* row 8 \(-91\.0\)"):
+    with pytest.raises(CatalogueError, match=r"catalogue, row 2, field 'lat': -91.0 is outside"):
         validate_catalogue(frame)
     ok = validate_catalogue(frame.iloc[:1], source="mem")
     assert ok.index.tolist() == [0] and ok.lon.tolist() == [1.0]
+
+
+def test_reference_catalogues_use_the_same_reader(tmp_path):
+    path = _csv(tmp_path, "ref_id,lon,lat,diameter_km\nNA,350,1,2\nb,5,95,0\n", "ref.csv")
+    with pytest.raises(CatalogueError) as exc:
+        read_reference(path, "robbins")
+    assert _where(exc) == [("ref.csv", 2, "lat"), ("ref.csv", 2, "diameter_km")]
+    ref = read_reference(_csv(tmp_path, "ref_id,lon,lat,diameter_km\nNA,350,1,2\n"), "robbins")
+    assert ref["ref_id"].tolist() == ["NA"] and ref["lon"].tolist() == [-10.0]
 
 
 def test_geopackage_and_geojson_points(tmp_path):
@@ -132,7 +170,7 @@ def test_geopackage_and_geojson_points(tmp_path):
     geojson = tmp_path / "craters.geojson"
     pyogrio.raw.write(geojson, shapely.to_wkb(shapely.points(lon, lat)), [np.array([3.0, -1.0, 5.0])],
                       ["diameter_km"], geometry_type="Point", crs="OGC:CRS84", driver="GeoJSON")
-    with pytest.raises(CatalogueError, match=r"craters\.geojson: column 'diameter_km': .* feature 2 \(-1\.0\)"):
+    with pytest.raises(CatalogueError, match=r"craters\.geojson, row 2, field 'diameter_km': -1\.0 is not positive"):
         read_catalogue(geojson)
     # A projected lunar layer is unprojected to lon/lat.
     merc = mercator_crs()
@@ -159,7 +197,7 @@ def test_real_catalogues(shared_data):
     assert df.diameter_km.min() >= 20.0  # complete down to 20 km by construction
     iau = shared_data / "catalogues" / "iau_named_craters.csv"
     # The gazetteer lists unmeasured (bracketed, dropped) names with diameter 0.
-    with pytest.raises(CatalogueError, match=r"iau_named_craters\.csv: column 'diameter_km': diameter is not positive"):
+    with pytest.raises(CatalogueError, match=r"iau_named_craters\.csv, row \d+, field 'diameter_km': 0\.0 is not "):
         read_catalogue(iau)
     with pytest.warns(UserWarning):
         named = read_catalogue(iau, on_invalid="drop", on_duplicate="drop")
