@@ -64,6 +64,11 @@ _BULK_FACTOR = 0.25
 #: Settings for a load's own transaction only (SET LOCAL): memory for in-memory hash joins
 #: (the zero-change anti-join, the stale-row DELETE) and for the index builds.
 _LOAD_SETTINGS = {"work_mem": "256MB", "maintenance_work_mem": "512MB"}
+#: A load that would delete more than this fraction of a stored run's rows is refused unless
+#: the caller says ``replace=True`` (``deepcraters load --replace``): that is what a header-only
+#: or truncated file looks like, and it would wipe the run (an atlas run's age estimates
+#: cascade away with its craters). A file that re-detects the same area keeps most crater ids.
+_REPLACE_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,14 +82,20 @@ class LoadResult:
     updated: int
     deleted: int
     seconds: float
+    provenance_updated: bool = False  # the stored run's provenance (its run row) was rewritten
 
     @property
     def unchanged(self) -> int:
         return self.rows - self.inserted - self.updated
 
     def summary(self) -> str:
+        provenance = ", provenance updated" if self.provenance_updated else ""
         return (f"{self.kind} {self.run_name!r}: {self.rows} rows, {self.inserted} inserted, {self.updated} updated, "
-                f"{self.unchanged} unchanged, {self.deleted} deleted ({self.seconds:.2f} s)")
+                f"{self.unchanged} unchanged, {self.deleted} deleted{provenance} ({self.seconds:.2f} s)")
+
+
+class ReplaceRefused(RuntimeError):
+    """A load would delete most of a stored run and the caller did not ask to replace it."""
 
 
 def _before_commit(conn, result: LoadResult) -> None:
@@ -245,14 +256,15 @@ def _changed_rows(stage: str, table: str, scope: tuple[str, int], key: str, colu
         new=sql.SQL(", ").join(sql.SQL("s.") + I(c) for c in columns if c != key))
 
 
-def _upsert_run(cur, table: str, key: str, values: dict) -> int:
-    """Upsert one run row by its name; return its id (unchanged rows are not rewritten)."""
+def _upsert_run(cur, table: str, key: str, values: dict) -> tuple[int, bool]:
+    """Upsert one run row by its name; return its id and whether a stored row was rewritten
+    (its provenance changed). Unchanged rows are not rewritten."""
     I = sql.Identifier  # noqa: E741
     cols = list(values)
     update = [c for c in cols if c != key]
     stmt = sql.SQL(
         "INSERT INTO {t} AS t ({cols}) VALUES ({ph}) ON CONFLICT ({key}) DO UPDATE SET {sets} "
-        "WHERE ({old}) IS DISTINCT FROM ({new}) RETURNING id"
+        "WHERE ({old}) IS DISTINCT FROM ({new}) RETURNING id, xmax <> 0"
     ).format(t=I(table), cols=sql.SQL(", ").join(map(I, cols)), ph=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
              key=I(key), sets=sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(I(c), I(c)) for c in update),
              old=sql.SQL(", ").join(sql.SQL("t.") + I(c) for c in update),
@@ -261,8 +273,8 @@ def _upsert_run(cur, table: str, key: str, values: dict) -> int:
     row = cur.fetchone()
     if row is None:  # unchanged: fetch the existing id
         cur.execute(sql.SQL("SELECT id FROM {} WHERE {} = %s").format(I(table), I(key)), (values[key],))
-        row = cur.fetchone()
-    return int(row[0])
+        return int(cur.fetchone()[0]), False
+    return int(row[0]), bool(row[1])  # xmax <> 0: an existing row was updated, not inserted
 
 
 def _index_stage(cur, stage: str, key: str) -> None:
@@ -333,9 +345,13 @@ def _lock_table(cur, table: str, rows: int, first: tuple[str, ...] = ()) -> bool
 
 
 def _load_run(cur, table: str, scope: tuple[str, int], key: str, df: pd.DataFrame, dtypes: dict[str, str],
-              stage: str, bulk: bool, progress: bool, desc: str, order: np.ndarray) -> tuple[int, int, int]:
+              stage: str, bulk: bool, progress: bool, desc: str, order: np.ndarray, *, replace: bool = False,
+              what: str = "the run") -> tuple[int, int, int]:
     """Make the rows of one run (``scope`` = (column, id)) in ``table`` exactly the rows of ``df``
-    (columns ``dtypes``, natural key ``key``); returns (inserted, updated, deleted).
+    (columns ``dtypes``, natural key ``key``); returns (inserted, updated, deleted). Unless
+    ``replace``, raises ``ReplaceRefused`` (the caller's transaction then rolls back) when that
+    would delete more than ``_REPLACE_FRACTION`` of the run's stored rows; ``what`` names the
+    run in that message.
 
     A run with no rows yet is COPYed straight into ``table``: COPY inserts in batches, which
     costs a fraction of an ``INSERT ... SELECT`` from a staging table row by row (the run's
@@ -373,6 +389,11 @@ def _load_run(cur, table: str, scope: tuple[str, int], key: str, df: pd.DataFram
     stale = before - (rows - inserted)
     if stale == 0:
         return inserted, updated, 0
+    if not replace and stale > _REPLACE_FRACTION * before:
+        raise ReplaceRefused(
+            f"{what} holds {before} rows and this file {rows}: loading it would delete {stale} of them "
+            f"(more than {_REPLACE_FRACTION:.0%}), as a header-only or truncated file would. Nothing written. "
+            "If the file is meant to replace the run, load it again with --replace.")
     _index_stage(cur, stage, key)
     cur.execute(sql.SQL("DELETE FROM {t} t WHERE t.{scope} = %s AND NOT EXISTS "
                         "(SELECT 1 FROM {stage} s WHERE s.{key} = t.{key})").format(
@@ -427,8 +448,9 @@ def _transaction(url, engine, body):
 
 
 def load_atlas_run(df: pd.DataFrame, provenance: AtlasProvenance, url: str | None = None, *, engine=None,
-                   progress: bool = False) -> LoadResult:
-    """Load a validated atlas frame as detection run ``provenance.run_name``."""
+                   progress: bool = False, replace: bool = False) -> LoadResult:
+    """Load a validated atlas frame as detection run ``provenance.run_name``; ``replace`` allows
+    it to delete most of a stored run (``ReplaceRefused`` otherwise, nothing written)."""
     t0 = time.perf_counter()
     order = spatial_order(df["lon"].to_numpy(), df["lat"].to_numpy())
 
@@ -436,14 +458,15 @@ def load_atlas_run(df: pd.DataFrame, provenance: AtlasProvenance, url: str | Non
         _lock_run(cur, "atlas", provenance.run_name)
         _set_local(cur)
         bulk = _lock_table(cur, "craters", len(df))
-        run_id = _upsert_run(cur, "detection_runs", "run_name", {
+        run_id, rewritten = _upsert_run(cur, "detection_runs", "run_name", {
             "run_name": provenance.run_name, "model": provenance.model, "config_hash": provenance.config_hash,
             "source_mosaics": list(provenance.source_mosaics), "code_version": provenance.code_version,
             "created_at": provenance.created_at})
         inserted, updated, deleted = _load_run(cur, "craters", ("run_id", run_id), "crater_id", df, ATLAS_COLUMNS,
-                                               "stage_craters", bulk, progress, f"COPY {provenance.run_name}", order)
+                                               "stage_craters", bulk, progress, f"COPY {provenance.run_name}", order,
+                                               replace=replace, what=f"atlas run {provenance.run_name!r}")
         result = LoadResult("atlas", provenance.run_name, len(df), inserted, updated, deleted,
-                            time.perf_counter() - t0)
+                            time.perf_counter() - t0, provenance_updated=rewritten)
         _before_commit(conn, result)
         return result
 
@@ -470,12 +493,12 @@ def _crater_pks(cur, atlas_run_id: int, crater_ids: pd.Series) -> np.ndarray:
 
 
 def load_age_run(df: pd.DataFrame, provenance: AgeProvenance, url: str | None = None, *, engine=None,
-                 source: str = "<ages>", progress: bool = False) -> LoadResult:
+                 source: str = "<ages>", progress: bool = False, replace: bool = False) -> LoadResult:
     """Load a validated age frame as age run ``provenance.run_name`` over ``provenance.atlas_run``.
 
     The atlas run must already be loaded and hold every ``crater_id`` of the table (a
     ``ContractError`` naming ``source`` otherwise). Rows are keyed by the crater's primary key
-    and written like an atlas run (``_load_run``)."""
+    and written like an atlas run (``_load_run``, ``replace`` as there)."""
     t0 = time.perf_counter()
     dtypes = {"crater_pk": "int64", **{c: t for c, t in AGE_COLUMNS.items() if c != "crater_id"}}
 
@@ -497,15 +520,17 @@ def load_age_run(df: pd.DataFrame, provenance: AgeProvenance, url: str | None = 
             raise ContractError([Problem(source, int(i) + 1, "crater_id",
                                          f"{ids[i]!r} is not a crater of atlas run {provenance.atlas_run!r}")
                                  for i in missing])
-        age_run_id = _upsert_run(cur, "age_runs", "run_name", {
+        age_run_id, rewritten = _upsert_run(cur, "age_runs", "run_name", {
             "run_name": provenance.run_name, "atlas_run_id": atlas_run_id, "model": provenance.model,
             "config_hash": provenance.config_hash, "code_version": provenance.code_version,
             "created_at": provenance.created_at})
         frame = df.drop(columns="crater_id").assign(crater_pk=pks)
         inserted, updated, deleted = _load_run(cur, "age_estimates", ("age_run_id", age_run_id), "crater_pk", frame,
                                                dtypes, "stage_ages", bulk, progress, f"COPY {provenance.run_name}",
-                                               np.argsort(pks, kind="stable"))  # primary-key order
-        result = LoadResult("ages", provenance.run_name, len(df), inserted, updated, deleted, 0.0)
+                                               np.argsort(pks, kind="stable"),  # primary-key order
+                                               replace=replace, what=f"age run {provenance.run_name!r}")
+        result = LoadResult("ages", provenance.run_name, len(df), inserted, updated, deleted, 0.0,
+                            provenance_updated=rewritten)
         _before_commit(conn, result)
         return result
 
@@ -513,8 +538,10 @@ def load_age_run(df: pd.DataFrame, provenance: AgeProvenance, url: str | None = 
 
 
 def load_reference_catalogue(df: pd.DataFrame, name: str, url: str | None = None, *, engine=None,
-                             source_text: str | None = None, progress: bool = False) -> LoadResult:
-    """Load a validated reference catalogue frame under ``name`` (replacing its previous content)."""
+                             source_text: str | None = None, progress: bool = False,
+                             replace: bool = False) -> LoadResult:
+    """Load a validated reference catalogue frame under ``name`` (its content becomes the frame's;
+    ``replace`` allows that to delete most of it, as for a run)."""
     t0 = time.perf_counter()
     order = spatial_order(df["lon"].to_numpy(), df["lat"].to_numpy())
 
@@ -522,11 +549,12 @@ def load_reference_catalogue(df: pd.DataFrame, name: str, url: str | None = None
         _lock_run(cur, "reference", name)
         _set_local(cur)
         bulk = _lock_table(cur, "reference_craters", len(df))
-        cat_id = _upsert_run(cur, "reference_catalogues", "name", {"name": name, "source": source_text})
+        cat_id, rewritten = _upsert_run(cur, "reference_catalogues", "name", {"name": name, "source": source_text})
         inserted, updated, deleted = _load_run(cur, "reference_craters", ("catalogue_id", cat_id), "ref_id", df,
                                                REFERENCE_COLUMNS, "stage_reference", bulk, progress, f"COPY {name}",
-                                               order)
-        result = LoadResult("reference", name, len(df), inserted, updated, deleted, 0.0)
+                                               order, replace=replace, what=f"reference catalogue {name!r}")
+        result = LoadResult("reference", name, len(df), inserted, updated, deleted, 0.0,
+                            provenance_updated=rewritten)
         _before_commit(conn, result)
         return result
 

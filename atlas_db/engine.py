@@ -21,6 +21,21 @@ def safe_url(url: str | URL) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def describe_database_error(exc: BaseException) -> str | None:
+    """A database failure in one line: the driver's own words for no server, a dropped
+    connection, a killed backend or an error the server raised. None when ``exc`` is not a
+    database error (the caller re-raises it)."""
+    import psycopg2
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if not isinstance(exc, (SQLAlchemyError, psycopg2.Error)):
+        return None
+    orig = getattr(exc, "orig", None) or exc
+    lines = [ln.strip() for ln in str(orig).splitlines()
+             if ln.strip() and not ln.strip().startswith("(Background on this error")]
+    return "; ".join(lines) or type(orig).__name__
+
+
 def get_engine(url: str | None = None, **kwargs) -> Engine:
     return create_engine(_driver_url(database_url(url)), future=True, **kwargs)
 

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import io
+import re
 import uuid
 
 import numpy as np
@@ -344,3 +345,137 @@ def test_reader_role_cannot_create_temporary_tables_or_functions(atlas_url, atla
         with atlas_engine.begin() as conn:
             conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
             conn.exec_driver_sql(f'DROP ROLE "{role}"')
+
+
+# --------------------------------------------------------------------------- 3: a load that would wipe a run
+
+
+@pytest.fixture
+def stored_run(atlas_engine, tmp_path):
+    """An atlas run of 300 craters with an age run over it, and the atlas as a CSV file."""
+    from etl.load import load_ages_frame, load_atlas_frame
+
+    run = _name("wipe")
+    df = synthetic_atlas(300, run, seed=13)
+    path = tmp_path / "atlas.csv"
+    write_atlas(df, path, atlas_provenance(run))
+    load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
+    load_ages_frame(synthetic_ages(df["crater_id"], seed=13), age_provenance(f"{run}-ages", run), engine=atlas_engine)
+    return run, df, path
+
+
+def _ages_stored(engine, age_run: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT n_estimates FROM age_run_info WHERE run_name = :r"), {"r": age_run}).scalar()
+
+
+@pytest.mark.db
+def test_header_only_or_truncated_file_does_not_wipe_a_run(atlas_url, atlas_engine, stored_run, tmp_path, capsys):
+    """Item 3: deleting most of a stored run (and its ages by cascade) needs --replace."""
+    run, df, path = stored_run
+    lines = path.read_text().splitlines(keepends=True)
+    header_only, truncated = tmp_path / "header.csv", tmp_path / "cut.csv"
+    header_only.write_text(lines[0])
+    truncated.write_text("".join(lines[:101]))  # header + 100 of 300 rows: a copy cut short
+    for cut in (header_only, truncated):
+        (tmp_path / f"{cut.name}.provenance.json").write_text(
+            (tmp_path / "atlas.csv.provenance.json").read_text())
+        assert cli_main(["load", "atlas", str(cut), "--db", atlas_url, "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert "--replace" in err and "Nothing written" in err and "Traceback" not in err
+        assert _stored_craters(atlas_engine, run) == 300 and _ages_stored(atlas_engine, f"{run}-ages") == 300
+    assert cli_main(["load", "atlas", str(truncated), "--db", atlas_url, "--quiet", "--replace"]) == 0
+    assert "100 unchanged, 200 deleted" in capsys.readouterr().out
+    assert _stored_craters(atlas_engine, run) == 100 and _ages_stored(atlas_engine, f"{run}-ages") == 100
+
+
+@pytest.mark.db
+def test_a_load_that_deletes_less_than_half_needs_no_flag(atlas_engine, stored_run):
+    from etl.load import load_atlas_frame
+
+    run, df, _ = stored_run
+    res = load_atlas_frame(df.iloc[:150], atlas_provenance(run), engine=atlas_engine)  # exactly half goes
+    assert (res.inserted, res.updated, res.deleted) == (0, 0, 150)
+
+
+# --------------------------------------------------------------------------- 9: provenance in the summary
+
+
+@pytest.mark.db
+def test_summary_says_when_a_load_rewrote_the_run_provenance(atlas_url, atlas_engine, stored_run, tmp_path, capsys):
+    """Item 9: a reload that changes only the provenance said '0 updated' and nothing else."""
+    run, df, _ = stored_run
+    path = tmp_path / "v2.parquet"
+    write_atlas(df, path, atlas_provenance(run, model="rfcn_R_101_C4"))
+    assert cli_main(["load", "atlas", str(path), "--db", atlas_url, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "0 updated" in out and "provenance updated" in out
+    with atlas_engine.connect() as conn:
+        assert conn.execute(text("SELECT model FROM detection_run_info WHERE run_name = :r"), {"r": run}).scalar() \
+            == "rfcn_R_101_C4"
+    assert cli_main(["load", "atlas", str(path), "--db", atlas_url, "--quiet"]) == 0
+    assert "provenance updated" not in capsys.readouterr().out  # nothing changed the second time
+
+
+# --------------------------------------------------------------------------- 7: database failures in load, db roles
+
+NO_SERVER = "postgresql://postgres@localhost:1/deepcraters"  # nothing listens on port 1
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    return line
+
+
+@pytest.mark.db
+def test_no_server_is_one_line_and_exit_1(stored_run, capsys):
+    _, _, path = stored_run
+    assert cli_main(["load", "atlas", str(path), "--db", NO_SERVER, "--quiet"]) == 1
+    assert "not loaded, nothing written: database error at" in _one_line(capsys.readouterr().err)
+    assert cli_main(["db", "roles", "--db", NO_SERVER]) == 1
+    assert "Connection refused" in _one_line(capsys.readouterr().err)
+
+
+# What libpq says when the server process of a connection is gone (its words depend on timing).
+_KILLED = re.compile(r"database error at \S+: (terminating connection|server closed the connection)")
+
+
+def _terminate(atlas_engine, conn) -> None:
+    """Kill the server process behind ``conn`` (as an administrator or a crash would), and wait for it."""
+    pid = conn.connection.dbapi_connection.get_backend_pid()
+    with atlas_engine.connect() as admin:
+        assert admin.execute(text("SELECT pg_terminate_backend(:p, 10000)"), {"p": pid}).scalar()
+
+
+@pytest.mark.db
+def test_killed_backend_during_load_is_one_line_and_writes_nothing(atlas_url, atlas_engine, tmp_path, capsys,
+                                                                   monkeypatch):
+    import atlas_db.bulk as B
+
+    run = _name("killed")
+    path = tmp_path / "atlas.parquet"
+    write_atlas(synthetic_atlas(200, run, seed=14), path, atlas_provenance(run))
+    monkeypatch.setattr(B, "_before_commit", lambda conn, result: _terminate(atlas_engine, conn))
+    assert cli_main(["load", "atlas", str(path), "--db", atlas_url, "--quiet"]) == 1
+    assert _KILLED.search(_one_line(capsys.readouterr().err))
+    assert not _run_exists(atlas_engine, run)
+
+
+@pytest.mark.db
+def test_killed_backend_during_db_roles_is_one_line_and_creates_no_role(atlas_url, atlas_engine, capsys,
+                                                                        monkeypatch):
+    import atlas_db.views as V
+
+    real = V.ensure_reader_role
+
+    def then_killed(conn, role, password=None):
+        real(conn, role, password)
+        _terminate(atlas_engine, conn)
+
+    monkeypatch.setattr(V, "ensure_reader_role", then_killed)
+    role = f"dc_killed_{uuid.uuid4().hex[:8]}"
+    assert cli_main(["db", "roles", "--db", atlas_url, "--reader", role]) == 1
+    assert _KILLED.search(_one_line(capsys.readouterr().err))
+    with atlas_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar() == 0

@@ -35,10 +35,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``deepcraters db``."""
-    from atlas_db.engine import database_url, get_engine, safe_url
+    from atlas_db.engine import database_url, describe_database_error, safe_url
 
     args = build_parser().parse_args(argv)
     url = database_url(args.db)
+    try:
+        return _run(args, url)
+    except Exception as exc:  # a database failure is a message; anything else is a bug: raise it
+        detail = describe_database_error(exc)
+        if detail is None:
+            raise
+        # Each action's work is one transaction: it did not commit, so the server rolled it back.
+        print(f"deepcraters db {args.action}: database error at {safe_url(url)}: {detail} "
+              "(its transaction did not commit: nothing of it was written)", file=sys.stderr)
+        return 1
+
+
+def _run(args, url: str) -> int:
+    from atlas_db.engine import get_engine, safe_url
+
     if args.action == "upgrade":
         from atlas_db.migrate import upgrade
 

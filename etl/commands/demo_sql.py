@@ -22,8 +22,11 @@ def load_and_query(url: str | None, atlas_path: Path, catalogue_path: Path, run_
     ensure_database(url)
     upgrade(url)
     reference = "synthetic-truth"
-    for result in (load_atlas(atlas_path, url), load_reference(catalogue_path, reference, url,
-                                                               source_text="the demo's synthetic catalogue")):
+    # replace: the demo's run and catalogue are what this demo just made, even when a retrained
+    # model maps other craters than a previous demo stored under the same run name.
+    for result in (load_atlas(atlas_path, url, replace=True),
+                   load_reference(catalogue_path, reference, url, source_text="the demo's synthetic catalogue",
+                                  replace=True)):
         print(f"   {result.summary()}")
     lon, lat = center_lon_lat
     engine = get_engine(url)

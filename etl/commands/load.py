@@ -29,11 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_option(p)
     p.add_argument("--name", default=None, help="reference catalogue name (required for 'reference')")
     p.add_argument("--source", default=None, help="reference catalogue citation / origin (optional)")
+    p.add_argument("--replace", action="store_true",
+                   help="let a file replace a stored run even when that deletes most of its rows (without it "
+                        "such a load is refused and writes nothing: a header-only or truncated file looks like that)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from atlas_db.engine import database_url, describe_database_error, safe_url
     from etl.contracts import ContractError
     from etl.load import load_ages, load_atlas, load_reference
 
@@ -45,17 +49,27 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.files:
         try:
             if args.kind == "atlas":
-                result = load_atlas(path, args.db, progress=not args.quiet)
+                result = load_atlas(path, args.db, progress=not args.quiet, replace=args.replace)
             elif args.kind == "ages":
-                result = load_ages(path, args.db, progress=not args.quiet)
+                result = load_ages(path, args.db, progress=not args.quiet, replace=args.replace)
             else:
-                result = load_reference(path, args.name, args.db, source_text=args.source, progress=not args.quiet)
+                result = load_reference(path, args.name, args.db, source_text=args.source, progress=not args.quiet,
+                                        replace=args.replace)
         except ContractError as exc:
             print(f"{path}: not loaded, nothing written. {exc}", file=sys.stderr)
             status = 1
             continue
         except (FileNotFoundError, RuntimeError, ValueError) as exc:
             print(f"{path}: not loaded: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        except Exception as exc:  # a database failure is a message; anything else is a bug: raise it
+            detail = describe_database_error(exc)
+            if detail is None:
+                raise
+            # The load's one transaction did not commit, so the server rolled all of it back.
+            print(f"{path}: not loaded, nothing written: database error at {safe_url(database_url(args.db))}: "
+                  f"{detail}", file=sys.stderr)
             status = 1
             continue
         print(f"{path}: {result.summary()}")
