@@ -1,0 +1,111 @@
+"""Prediction: a trained age net over the craters of an atlas, written as the ages contract.
+
+``load_age_model`` rebuilds the network from a checkpoint (its config, weights, input
+normalisation, attribute schema); ``predict_crater_set`` gives calibrated probabilities;
+``write_atlas_ages`` runs the whole thing for an atlas file and writes ``etl.contracts``'s age
+table (five probabilities, class, entropy, keyed by the atlas's ``crater_id``) with provenance.
+A model refuses attributes of another schema (``AttributeSchemaError`` says which names differ).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from age_net.config import CN, resolve_device
+from age_net.data import AgeCropDataset, CraterSet, InputStats, build_crater_set
+from age_net.engine import CHECKPOINT_FORMAT
+from age_net.model import AgeNet
+
+__all__ = ["LoadedAgeModel", "load_age_model", "predict_crater_set", "write_atlas_ages"]
+
+
+@dataclass
+class LoadedAgeModel:
+    model: AgeNet
+    cfg: CN
+    stats: InputStats
+    schema: object          # etl.attributes.AttributeSchema the model was trained with
+    provenance: dict
+
+    @property
+    def crater_material_units(self) -> bool:
+        return bool(self.cfg.ATTRIBUTES.CRATER_MATERIAL_UNITS)
+
+
+def load_age_model(path: str | Path, device: str = "auto") -> LoadedAgeModel:
+    """The predicting network of a checkpoint (the teacher for Mean-Teacher runs), in eval mode."""
+    from etl.attributes import AttributeSchema
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an age-net checkpoint (written by age_net.engine)")
+    cfg = CN.load_cfg(ckpt["config"])
+    cfg.MODEL.DEVICE = device
+    resolve_device(cfg)
+    schema = AttributeSchema.from_dict(ckpt["provenance"]["attribute_schema"])
+    model = AgeNet.from_config(cfg, num_attributes=len(schema.names))
+    weights = ckpt["teacher"] if ckpt.get("predict_with") == "teacher" else ckpt["model"]
+    model.load_state_dict(weights)
+    model.to(cfg.MODEL.DEVICE).eval()
+    return LoadedAgeModel(model=model, cfg=cfg, stats=InputStats.from_dict(ckpt["input_stats"]), schema=schema,
+                          provenance=dict(ckpt["provenance"]))
+
+
+@torch.no_grad()
+def predict_crater_set(loaded: LoadedAgeModel, cs: CraterSet, idx=None) -> np.ndarray:
+    """Calibrated probabilities (n, 5) of craters ``idx`` (default: all) of ``cs``.
+
+    Raises ``AttributeSchemaError`` when ``cs`` was measured with another attribute schema."""
+    loaded.schema.check_matches(cs.schema)
+    idx = np.arange(len(cs)) if idx is None else np.asarray(idx)
+    ds = AgeCropDataset(cs, loaded.stats, loaded.cfg, idx, augment=False)
+    bs = int(loaded.cfg.SOLVER.EVAL_BATCH_SIZE)
+    dev = loaded.model.device
+    out = [loaded.model.predict_proba(ds.images[s:s + bs].to(dev), ds.attributes[s:s + bs].to(dev)).double().cpu()
+           for s in range(0, len(ds), bs)]
+    probs = torch.cat(out).numpy() if out else np.zeros((0, loaded.model.head.logits.out_features))
+    return probs / probs.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 within ~1e-7; make it exact
+
+
+def write_atlas_ages(atlas_path: str | Path, model_path: str | Path, out_path: str | Path, *, dom_path=None,
+                     dem_path=None, units=None, run_name: str | None = None, assume_crs=None, device: str = "auto",
+                     progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """Ages of every measurable crater of an atlas file, written to ``out_path`` (ages contract).
+
+    Returns the table as written and one line per crater left out (not measurable: mosaic
+    edge, nodata), which the caller reports."""
+    from etl.contracts import AgeProvenance, ages_frame, read_atlas, write_ages
+    from etl.provenance import code_version
+
+    loaded = load_age_model(model_path, device=device)
+    atlas, atlas_prov = read_atlas(atlas_path)
+    cfg = loaded.cfg
+    needs = set(cfg.MODEL.IMAGE_CHANNELS) if cfg.MODEL.MODE != "attributes" else set()
+    if "dom" in needs and dom_path is None:
+        raise ValueError("this model reads a DOM channel: give --dom")
+    if "dem" in needs and dem_path is None:
+        raise ValueError("this model reads a DEM channel: give --dem")
+    craters = atlas[["crater_id", "lon", "lat", "diameter_km"]]
+    cs = build_crater_set(craters, dom_path=dom_path, dem_path=dem_path, units=units, size_px=cfg.INPUT.SIZE_PX,
+                          side_diameters=cfg.INPUT.SIDE_DIAMETERS,
+                          crater_material_units=loaded.crater_material_units,
+                          max_invalid_fraction=cfg.INPUT.MAX_INVALID_FRACTION, assume_crs=assume_crs,
+                          label_column="", progress=progress)
+    loaded.schema.check_matches(cs.schema)  # before any work on the network: a clear error first
+    idx = np.flatnonzero(cs.valid)
+    probs = predict_crater_set(loaded, cs, idx)
+    ages = ages_frame(craters["crater_id"].to_numpy()[idx], probs)
+    provenance = AgeProvenance(
+        run_name=run_name or Path(out_path).stem, atlas_run=atlas_prov.run_name,
+        model=f"{loaded.provenance['model']}@{Path(model_path).name}",
+        config_hash=loaded.provenance["config_hash"], code_version=code_version())
+    written = write_ages(ages, out_path, provenance)
+    skipped = [f"{craters['crater_id'].iloc[i]}: {cs.reasons[i]}" for i in np.flatnonzero(~cs.valid)]
+    return written, skipped

@@ -1,0 +1,190 @@
+"""The age net end to end on a small synthetic world: crops and attributes, a few Mean-Teacher
+steps, a resumable checkpoint with provenance, prediction into the ages contract (refusing a
+model of another attribute schema), and the ages file in PostGIS joined to its atlas."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from age_net.config import get_age_cfg
+from age_net.data import build_crater_set, unit_source
+from age_net.engine import AgeTrainer, make_split
+from age_net.predict import load_age_model, predict_crater_set, write_atlas_ages
+from etl.contracts import AtlasProvenance, read_ages, write_atlas
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "age_net" / "quick_schedules" / \
+    "agenet_mt_R18_S32_instant_test.yaml"
+OPTS = ["MODEL.TRUNK", "test_resnet", "DATA.BLOCK_DEG", "0.5", "DATA.LABEL_FRACTION", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    from etl.synthetic import generate_world
+
+    out = tmp_path_factory.mktemp("age_world")
+    generate_world(out, size_px=640, seed=5, center_lat_deg=30.0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def crater_set(world):
+    cat = pd.read_csv(world / "catalogue.csv")
+    return build_crater_set(cat, dom_path=world / "dom.tif", dem_path=world / "dem.tif", units=unit_source(world),
+                            size_px=32)
+
+
+@pytest.fixture(scope="module")
+def trained(crater_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("age_run")
+    cfg = get_age_cfg(str(CONFIG), OPTS + ["OUTPUT_DIR", str(out)])
+    trainer = AgeTrainer(cfg, crater_set, make_split(crater_set, cfg, seed=0), out, seed=0, progress=False)
+    trainer.train()
+    trainer.fit_temperature(trainer.split.val)
+    path = trainer.save(out / "model_final.pth", final=True)
+    return cfg, trainer, path
+
+
+def test_crater_set_has_labels_crops_and_attributes(crater_set):
+    assert len(crater_set) > 30
+    assert crater_set.dom.shape[1:] == (32, 32) and crater_set.dem_m.shape == crater_set.dom.shape
+    assert (crater_set.labels >= 0).all() and crater_set.valid.mean() > 0.8
+    assert "depth_over_fresh" in crater_set.schema.names
+    assert any(n.startswith("strat_") for n in crater_set.schema.names)
+
+
+def test_crater_set_round_trips_through_a_file(crater_set, tmp_path):
+    from age_net.data import CraterSet
+
+    crater_set.save(tmp_path / "cs.npz")
+    back = CraterSet.load(tmp_path / "cs.npz")
+    assert back.schema == crater_set.schema
+    np.testing.assert_array_equal(back.dem_m, crater_set.dem_m)
+    np.testing.assert_array_equal(back.labels, crater_set.labels)
+    pd.testing.assert_frame_equal(back.attributes, crater_set.attributes)
+
+
+def test_split_is_spatial_and_uses_a_fraction_of_labels(crater_set, trained):
+    cfg, trainer, _ = trained
+    s = trainer.split
+    assert len(s.train) and len(s.unlabelled) and len(s.test)
+    parts = [set(s.train) | set(s.unlabelled), set(s.val), set(s.test)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    blocks = np.floor(crater_set.craters["lon"] / 0.5) * 1000 + np.floor(crater_set.craters["lat"] / 0.5)
+    train_blocks = set(blocks[list(parts[0])])
+    assert not train_blocks & set(blocks[list(s.test)])
+
+
+def test_mean_teacher_trains_and_checkpoint_has_provenance(trained, crater_set):
+    cfg, trainer, path = trained
+    assert trainer.iteration == cfg.SOLVER.MAX_ITER
+    # The teacher is an average of student weights: different from the student, same shapes.
+    pairs = zip(trainer.teacher.parameters(), trainer.model.parameters())
+    diffs = [float((t - s).detach().abs().max()) for t, s in pairs]
+    assert max(diffs) > 0
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    prov = ckpt["provenance"]
+    assert prov["model"].startswith("AgeNet/both/test_resnet/dom+dem/S32") and prov["model"].endswith("MT")
+    assert len(prov["config_hash"]) == 16 and prov["code_version"]
+    assert prov["attribute_schema"] == crater_set.schema.to_dict()
+    assert ckpt["predict_with"] == "teacher"
+
+
+def test_resume_continues_from_the_last_checkpoint(trained, crater_set, tmp_path):
+    cfg, _, _ = trained
+    cfg = cfg.clone()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    interrupted = AgeTrainer(cfg, crater_set, make_split(crater_set, cfg, seed=0), tmp_path, seed=0, progress=False)
+    interrupted.step()
+    interrupted.step()
+    interrupted.save(tmp_path / "last_checkpoint.pth")  # as the CHECKPOINT_PERIOD (2) does
+    resumed = AgeTrainer(cfg, crater_set, make_split(crater_set, cfg, seed=0), tmp_path, seed=0, progress=False)
+    resumed.load(tmp_path / "last_checkpoint.pth")
+    assert resumed.iteration == 2
+    for a, b in zip(interrupted.teacher.state_dict().values(), resumed.teacher.state_dict().values()):
+        assert torch.equal(a, b)
+    resumed.train(resume=True)
+    assert resumed.iteration == cfg.SOLVER.MAX_ITER == 4
+    # A checkpoint of another config is refused instead of silently mixed.
+    other = cfg.clone()
+    other.SOLVER.BASE_LR = 0.5
+    with pytest.raises(ValueError, match="another config"):
+        AgeTrainer(other, crater_set, make_split(crater_set, other, seed=0), tmp_path, seed=0,
+                   progress=False).train(resume=True)
+
+
+def test_predicted_probabilities_sum_to_one(trained, crater_set):
+    _, _, path = trained
+    loaded = load_age_model(path, device="cpu")
+    probs = predict_crater_set(loaded, crater_set, np.flatnonzero(crater_set.valid))
+    assert probs.shape == (int(crater_set.valid.sum()), 5)
+    assert np.all(probs >= 0) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+    assert loaded.model.temperature.item() > 0
+
+
+def test_a_model_refuses_attributes_of_another_schema(trained, world, crater_set):
+    from etl.attributes import AttributeSchemaError
+
+    _, _, path = trained
+    loaded = load_age_model(path, device="cpu")
+    cat = pd.read_csv(world / "catalogue.csv").head(5)
+    without_units = build_crater_set(cat, dom_path=world / "dom.tif", dem_path=world / "dem.tif", units=None,
+                                     size_px=32)
+    with pytest.raises(AttributeSchemaError, match="strat_"):
+        predict_crater_set(loaded, without_units)
+
+
+def _atlas_from_catalogue(world: Path, path: Path, run: str) -> pd.DataFrame:
+    cat = pd.read_csv(world / "catalogue.csv")
+    half = cat["diameter_px"] / 2
+    atlas = pd.DataFrame({"lon": cat["lon"], "lat": cat["lat"], "diameter_km": cat["diameter_km"],
+                          "score": 0.9, "x0_px": cat["col_px"] - half, "y0_px": cat["row_px"] - half,
+                          "x1_px": cat["col_px"] + half, "y1_px": cat["row_px"] + half})
+    prov = AtlasProvenance(run_name=run, model="catalogue", config_hash="0" * 16,
+                           source_mosaics=(str(world / "dom.tif"),), code_version="test")
+    return write_atlas(atlas, path, prov)
+
+
+def test_ages_file_follows_the_contract(trained, world, tmp_path):
+    _, _, model = trained
+    atlas = _atlas_from_catalogue(world, tmp_path / "atlas.gpkg", "age-net-file-test")
+    ages, skipped = write_atlas_ages(tmp_path / "atlas.gpkg", model, tmp_path / "ages.parquet",
+                                     dom_path=world / "dom.tif", dem_path=world / "dem.tif", units=unit_source(world),
+                                     device="cpu", progress=False)
+    back, prov = read_ages(tmp_path / "ages.parquet", atlas_ids=atlas["crater_id"])
+    assert len(back) + len(skipped) == len(atlas) and len(back) > 0.8 * len(atlas)
+    assert prov.atlas_run == "age-net-file-test" and prov.model.endswith("model_final.pth")
+    assert all(": " in s for s in skipped)  # each skipped crater says why
+
+
+@pytest.mark.db
+def test_ages_file_loads_into_postgis_and_joins_the_atlas(trained, world, tmp_path, atlas_url, atlas_engine):
+    import uuid
+
+    from sqlalchemy import text
+
+    from etl.load import load_ages, load_atlas
+
+    _, _, model = trained
+    run = f"age-net-db-{uuid.uuid4().hex[:8]}"
+    atlas = _atlas_from_catalogue(world, tmp_path / "atlas.gpkg", run)
+    ages, _ = write_atlas_ages(tmp_path / "atlas.gpkg", model, tmp_path / "ages.parquet",
+                               dom_path=world / "dom.tif", dem_path=world / "dem.tif", units=unit_source(world),
+                               run_name=f"{run}-ages", device="cpu", progress=False)
+    load_atlas(tmp_path / "atlas.gpkg", engine=atlas_engine)
+    load_ages(tmp_path / "ages.parquet", engine=atlas_engine)
+    with atlas_engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT c.crater_id, e.age_class, e.p_pnc + e.p_nc + e.p_ic + e.p_ec + e.p_cc AS total, c.diameter_km "
+            "FROM age_estimates e JOIN age_runs a ON a.id = e.age_run_id JOIN craters c ON c.id = e.crater_pk "
+            "JOIN detection_runs d ON d.id = c.run_id WHERE a.run_name = :ar AND d.run_name = :dr"),
+            {"ar": f"{run}-ages", "dr": run}).fetchall()
+    got = pd.DataFrame(rows, columns=["crater_id", "age_class", "total", "diameter_km"]).set_index("crater_id")
+    assert len(got) == len(ages)
+    expected = ages.set_index("crater_id").loc[got.index]
+    assert (got["age_class"] == expected["age_class"]).all()
+    assert np.allclose(got["total"], 1.0, atol=1e-6)
+    assert np.allclose(got["diameter_km"], atlas.set_index("crater_id").loc[got.index, "diameter_km"])
