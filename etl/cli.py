@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tiles": ("etl.commands.tiles:main", "cut mosaics + catalogue into a Detectron2-ready tile dataset"),
     "figure": ("etl.commands.figure:main", "draw a DOM/DEM tile with its catalogue boxes to a PNG"),
     "atlas": ("etl.commands.atlas:main", "detect every crater of a DOM + DEM mosaic with a trained R-FCN"),
+    "ages": ("etl.commands.ages:main", "date every crater of an atlas with a trained age network (5 lunar systems)"),
     "load": ("etl.commands.load:main", "validate atlas/age files and load them into PostGIS (idempotent)"),
     "query": ("etl.commands.query:main", "spatial queries on the crater atlas in PostGIS"),
     "db": ("etl.commands.db:main", "create / migrate the atlas schema and its roles"),

@@ -16,6 +16,8 @@ from age_net.engine import AgeTrainer, make_split
 from age_net.predict import load_age_model, predict_crater_set, write_atlas_ages
 from etl.contracts import AtlasProvenance, read_ages, write_atlas
 
+pytestmark = pytest.mark.slow  # a world, crops and a few training steps: ~30 s in all
+
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "age_net" / "quick_schedules" / \
     "agenet_mt_R18_S32_instant_test.yaml"
 OPTS = ["MODEL.TRUNK", "test_resnet", "DATA.BLOCK_DEG", "0.5", "DATA.LABEL_FRACTION", "0.5"]
