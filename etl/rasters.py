@@ -133,9 +133,11 @@ def _read_onto_grid(ds, grid: PixelGrid, resampling: Resampling) -> np.ma.Masked
     return data
 
 
-def footprint_coverage(base_ds, other_ds) -> float:
+def footprint_coverage(base_ds, other_ds) -> float | None:
     """Fraction of ``base_ds``'s footprint that ``other_ds``'s footprint covers (0..1): their
-    bounding boxes in the base's CRS (the other's edges densified when it is reprojected).
+    bounding boxes in the base's CRS (the other's edges densified when it is reprojected);
+    None when the other's bounds do not project to finite ones (e.g. a global raster into a
+    polar projection).
 
     Cheap (no pixels are read) and an upper bound where a footprint is not axis-aligned in
     the base's CRS; what a tile really holds is decided by its pixels' masks."""
@@ -150,12 +152,14 @@ def footprint_coverage(base_ds, other_ds) -> float:
         except (CRSError, RasterioError) as exc:
             raise RasterError(f"{_name(other_ds)}: cannot project its bounds into the CRS of "
                               f"{_name(base_ds)} ({exc})") from exc
+    if not np.isfinite([left, bottom, right, top]).all():
+        return None
     (left, right), (bottom, top) = sorted((left, right)), sorted((bottom, top))
     (b_left, b_right), (b_bottom, b_top) = sorted(base_ds.bounds[::2]), sorted(base_ds.bounds[1::2])
     width = min(right, b_right) - max(left, b_left)
     height = min(top, b_top) - max(bottom, b_bottom)
     area = (b_right - b_left) * (b_top - b_bottom)
-    if not (np.isfinite(width) and np.isfinite(height)) or width <= 0 or height <= 0 or area <= 0:
+    if width <= 0 or height <= 0 or area <= 0:
         return 0.0
     return float(min(width * height / area, 1.0))
 

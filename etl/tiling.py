@@ -94,7 +94,7 @@ class DatasetSummary:
     dropped_straddling: int = 0   # tiles across regions of different splits
     dropped_empty: int = 0        # tiles with too little valid DOM data
     dropped_no_elevation: int = 0  # tiles with valid DOM data but too little DEM under it
-    dem_coverage: float = 1.0     # fraction of the DOM's footprint that the DEM's footprint covers
+    dem_coverage: float | None = 1.0  # fraction of the DOM's footprint that the DEM's covers (None: unknown)
 
 
 # --------------------------------------------------------------------------- layout
@@ -300,7 +300,7 @@ def build_dataset(dom_path, dem_path, catalogue, out_dir, *, tile_size_px: int =
 
     with open_raster(dom_path, assume_crs=assume_crs) as dom_ds, open_raster(dem_path, assume_crs=assume_crs) as dem_ds:
         coverage = footprint_coverage(dom_ds, dem_ds)
-        if coverage <= 0.0:
+        if coverage is not None and coverage <= 0.0:
             raise RasterError(f"{dem_path}: the DEM does not overlap the DOM {dom_path} (DEM bounds "
                               f"{tuple(round(v) for v in dem_ds.bounds)} in {dem_ds.crs.to_string()!r}, DOM bounds "
                               f"{tuple(round(v) for v in dom_ds.bounds)} in {dom_ds.crs.to_string()!r}); "
@@ -343,7 +343,7 @@ def build_dataset(dom_path, dem_path, catalogue, out_dir, *, tile_size_px: int =
                                 window=tile.window_level0(), annotations=annotations, valid=valid)
             if tiles and not writer.n_tiles and no_elevation:
                 raise RasterError(f"{dem_path}: the DEM has elevation under none of the {len(tiles)} tiles of the "
-                                  f"DOM {dom_path} (its footprint covers {coverage:.1%} of the DOM's)")
+                                  f"DOM {dom_path}")
             parameters = {
                 "catalogue": "<DataFrame>" if isinstance(catalogue, pd.DataFrame) else os.path.abspath(catalogue),
                 "n_craters": int(len(cat)), "tile_size_px": int(tile_size_px), "overlap_px": int(overlap_px),
@@ -351,7 +351,8 @@ def build_dataset(dom_path, dem_path, catalogue, out_dir, *, tile_size_px: int =
                 "max_diameter_px": float(max_diameter_px), "split_fractions": [float(v) for v in split_fractions],
                 "region_size_px": region_size, "seed": int(seed), "assume_crs": None if assume_crs is None
                 else str(assume_crs), "min_visible_fraction": float(min_visible_fraction),
-                "min_valid_fraction": float(min_valid_fraction), "dem_coverage": round(float(coverage), 6),
+                "min_valid_fraction": float(min_valid_fraction),
+                "dem_coverage": None if coverage is None else round(float(coverage), 6),
                 "dropped_straddling_tiles": straddling, "dropped_empty_tiles": int(empty),
                 "dropped_no_elevation_tiles": int(no_elevation),
             }
@@ -366,7 +367,7 @@ def build_dataset(dom_path, dem_path, catalogue, out_dir, *, tile_size_px: int =
     return DatasetSummary(out_dir=out, dataset_json=out / "dataset.json", tiles=dict(meta["splits"]),
                           annotations=dict(meta["annotations"]), dropped_straddling=straddling,
                           dropped_empty=int(empty), dropped_no_elevation=int(no_elevation),
-                          dem_coverage=float(coverage))
+                          dem_coverage=coverage)
 
 
 __all__ = ["DatasetSummary", "RegionLayout", "SPLITS", "Tile", "build_dataset", "plan_tiles", "region_layout",

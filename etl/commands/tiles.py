@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = ", ".join(f"{s} {summary.tiles[s]} tiles / {summary.annotations[s]} craters" for s in summary.tiles)
     print(f"wrote {summary.dataset_json}: {parts}; dropped {summary.dropped_straddling} tiles across split "
           f"boundaries and {summary.dropped_empty} without data")
-    if summary.dem_coverage < 1.0 or summary.dropped_no_elevation:
-        print(f"the DEM covers {summary.dem_coverage:.1%} of the DOM: {summary.dropped_no_elevation} tiles without "
-              "elevation left out")
+    partial = summary.dem_coverage is not None and summary.dem_coverage < 1.0
+    if partial or summary.dropped_no_elevation:
+        cover = "an unknown part" if summary.dem_coverage is None else f"{summary.dem_coverage:.1%}"
+        print(f"the DEM covers {cover} of the DOM: {summary.dropped_no_elevation} tiles without elevation left out")
     return 0
