@@ -130,3 +130,26 @@ def test_nac_labels_with_mixed_delimiters(tmp_path):
     (tmp_path / "b.txt").write_text("ID,X,Y,W,H\n3,4\n")
     with pytest.raises(ValueError, match="b.txt:2"):
         read_nac_boxes(tmp_path / "b.txt")
+
+
+def test_nac_frames_become_a_tile_dataset_without_a_crs(tmp_path):
+    from detectron2_rfcn.nac_data import NAC_CRS_NOTE, convert_nac_to_tile_dataset
+
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        with rasterio.open(tmp_path / f"f{k}.png", "w", driver="PNG", height=300, width=300, count=1,
+                           dtype="uint8") as dst:
+            dst.write(rng.integers(0, 256, (1, 300, 300), dtype=np.uint8))
+        # One crater inside the first tile, one cut by the edge between the first two tiles.
+        (tmp_path / f"f{k}.txt").write_text("ID,X,Y,W,H,C_X,CY\n0,10,10,20,20,20,20\n1,118,40,20,20,128,50\n")
+    out = convert_nac_to_tile_dataset(tmp_path, tmp_path / "ds", n_train=1, n_val=1, n_test=1, tile_size_px=128)
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["crs"] is None and info["crs_note"] == NAC_CRS_NOTE and info["channels"] == ["dom"]
+    assert info["splits"] == {"train": 4, "val": 4, "test": 4}  # 2 x 2 whole tiles a frame, remainder left out
+    coco = json.loads((out / "train.json").read_text())
+    first = [a for a in coco["annotations"] if a["image_id"] == coco["images"][0]["id"]]
+    assert [(a["bbox"], a["truncated"]) for a in first] == [([10.0, 10.0, 20.0, 20.0], False),
+                                                            ([118.0, 40.0, 10.0, 20.0], True)]
+    with rasterio.open(out / coco["images"][0]["file_name"]) as ds:
+        assert ds.crs is None and ds.count == 1 and ds.read().max() <= 1.0
+    assert register_crater_dataset("nacfake", out) == ["nacfake_train", "nacfake_val", "nacfake_test"]

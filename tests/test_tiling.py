@@ -15,8 +15,9 @@ from etl.age_classes import AGE_CLASS_CODES
 from etl.geometry import LunarCRSError, PixelGrid, check_lunar_crs, crater_boxes_px
 from etl.rasters import CHANNELS, model_channels, read_aligned
 from etl.synthetic import generate_world
+from etl.tile_dataset import TileDatasetWriter, read_dataset_info
 from etl.tiling import (SPLITS, RegionLayout, build_dataset, plan_tiles, region_layout, split_counts,
-                        tile_starts)
+                        tile_starts, tile_windows)
 
 TILE, OVERLAP, LEVELS = 128, 16, (1, 2, 4)
 MIN_D, MAX_D = 8.0, 40.0  # a narrow range, so large craters are labels only at coarse levels
@@ -233,6 +234,10 @@ def test_layout_helpers():
         covered[s:s + n] = True
     assert covered.all() and all(b[0] - a[0] <= 112 for a, b in zip(starts, starts[1:]))
     assert tile_starts(100, 128, 112) == [(0, 100)]
+    # Without edge cover (NAC frames): whole tiles only, the remainder left out.
+    assert tile_starts(800, 256, 256, cover_edge=False) == [(0, 256), (256, 256), (512, 256)]
+    assert tile_starts(100, 128, 128, cover_edge=False) == []
+    assert list(tile_windows(300, 200, 128, 0, cover_edge=False)) == [(0, 0, 128, 128), (128, 0, 128, 128)]
     layout = region_layout(512, 512, 128, (0.5, 0.25, 0.25), seed=3)
     assert isinstance(layout, RegionLayout) and sorted(layout.split_of).count("train") == 8
     tiles, _ = plan_tiles(512, 512, layout, levels=(1, 2), tile_size_px=100, overlap_px=20)
@@ -255,3 +260,30 @@ def test_tiles_command(world, tmp_path):
     code_of = pd.read_csv(small / "catalogue.csv").set_index("crater_id")["age_class"]
     assert anns and all(a["age_class"] == code_of[a["crater_id"]] for a in anns)
     assert {a["age_class"] for a in anns} <= set(AGE_CLASS_CODES)
+
+
+def test_writer_writes_codes_checks_boxes_and_leaves_nothing_on_failure(tmp_path):
+    from rasterio.transform import from_origin
+
+    out = tmp_path / "made" / "ds"
+    pixels = np.zeros((1, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="is not inside the 8 x 8 tile"):
+        with TileDatasetWriter(out, ["dom"], crs=None, crs_note="test frames", generator="test") as w:
+            w.add_tile("train", "a", pixels, transform=from_origin(0, 0, 1, 1), region=0, window=[0, 0, 8, 8],
+                       annotations=[{"box_xyxy": [1, 1, 4, 4], "truncated": False, "diameter_px": 3.0,
+                                     "age_class": 2}])
+            w.add_tile("train", "b", pixels, transform=from_origin(8, 0, 1, 1), region=0, window=[8, 0, 8, 8],
+                       annotations=[{"box_xyxy": [1, 1, 9, 4], "truncated": False, "diameter_px": 8.0}])
+    assert not (tmp_path / "made").exists()  # neither the dataset nor the folder made for it
+    with TileDatasetWriter(out, ["dom"], crs=None, crs_note="test frames", generator="test") as w:
+        w.add_tile("val", "a", pixels + 1, transform=from_origin(0, 0, 1, 1), region=0, window=[0, 0, 8, 8],
+                   annotations=[{"box_xyxy": [1, 1, 4, 4], "truncated": False, "diameter_px": 3.0, "age_class": 2}])
+        w.finish(tile_size_px=8, levels=[1], source_mosaics={}, parameters={})
+    info = read_dataset_info(out)
+    assert info["crs"] is None and info["crs_note"] == "test frames" and info["splits"]["val"] == 1
+    ann = json.loads((out / "val.json").read_text())["annotations"][0]
+    assert ann["age_class"] == "Ic" and ann["bbox"] == [1.0, 1.0, 3.0, 3.0] and ann["area"] == 9.0
+    assert [p.name for p in (tmp_path / "made").iterdir()] == ["ds"]  # no partial or old copies beside it
+    (out / "dataset.json").write_text(json.dumps({**info, "contract": "deepcraters.atlas"}))
+    with pytest.raises(ValueError, match="this code reads 'deepcraters.tiles'"):
+        read_dataset_info(out)
