@@ -109,6 +109,8 @@ class _Layer:
             unit = (self.ds.units[0] or "").strip().lower() if self.ds.units else ""
             unit_m = 1000.0 if unit in _KM_UNITS else 1.0
         self.unit_m = float(unit_m)
+        # Layers with equal keys share pixel coordinates (a DOM and DEM on one grid).
+        self.grid_key = (self.grid.crs.to_wkt(), tuple(self.grid.transform), self.grid.width, self.grid.height)
         # A cylindrical mosaic whose width is the whole circle wraps at its seam.
         period = self.grid._x_period()
         self.period_px = None
@@ -120,13 +122,18 @@ class _Layer:
     def close(self):
         self.ds.close()
 
+    def pixels(self, lon_deg: np.ndarray, lat_deg: np.ndarray, lon_c: float, lat_c: float):
+        """(cols, rows, centre col) of lon/lat samples and of the crater centre in this grid."""
+        cols, rows = self.grid.lonlat_to_pixel(lon_deg, lat_deg)
+        col_c, _ = self.grid.lonlat_to_pixel(lon_c, lat_c)
+        return cols, rows, col_c
+
     def sample(self, lon_deg: np.ndarray, lat_deg: np.ndarray, lon_c: float, lat_c: float,
-               size_px: int, categorical: bool = False) -> np.ndarray:
+               size_px: int, categorical: bool = False, pixels=None) -> np.ndarray:
         """Bilinear samples (S, S) at lon/lat, NaN where no valid source covers them.
         ``categorical`` (class codes such as geologic units): nearest neighbour, and the
         most common code where the read is decimated, never a blend of codes."""
-        cols, rows = self.grid.lonlat_to_pixel(lon_deg, lat_deg)
-        col_c, _ = self.grid.lonlat_to_pixel(lon_c, lat_c)
+        cols, rows, col_c = pixels if pixels is not None else self.pixels(lon_deg, lat_deg, lon_c, lat_c)
         if self.period_px is not None:
             # Keep every sample on the crater's side of the seam.
             p = self.period_px
@@ -182,6 +189,10 @@ class _Layer:
             out[ok] = code[ok]
             return out
         num = ndimage.map_coordinates(values * weight, coords, order=1, mode="constant", cval=0.0)
+        if weight.all():
+            # Nothing masked: every sample's neighbours lie in the window (it has a margin).
+            out[finite] = num[finite] * self.unit_m
+            return out
         den = ndimage.map_coordinates(weight, coords, order=1, mode="constant", cval=0.0)
         ok = finite & (den >= _MIN_VALID_WEIGHT)
         out[ok] = (num[ok] / den[ok]) * self.unit_m
@@ -282,9 +293,12 @@ def extract_crops(craters: pd.DataFrame, *, dom_path=None, dem_path=None,
                 reasons[i] = "bad position or diameter"
                 continue
             plon, plat = lonlat(lon[i], lat[i], diameter_km[i])
-            why = []
+            why, pixels = [], {}
             for layer in layers:
-                crop = layer.sample(plon, plat, float(lon[i]), float(lat[i]), s)
+                key = layer.grid_key
+                if key not in pixels:
+                    pixels[key] = layer.pixels(plon, plat, float(lon[i]), float(lat[i]))
+                crop = layer.sample(plon, plat, float(lon[i]), float(lat[i]), s, pixels=pixels[key])
                 arrays[layer.name][i] = crop
                 frac = float(np.isnan(crop).mean())
                 fractions[layer.name][i] = frac
