@@ -137,12 +137,14 @@ def head2010_age_table(ages_csv: str | Path, catalogue_csv: str | Path) -> pd.Da
         "n_labels": 0,
         "catalogue_row": np.arange(len(catalogue)),
     })
-    consistent = ages["consistent"].astype(str).str.strip().str.lower().isin(("true", "1"))
-    for row, epochs, ok, n in zip(rows, ages["epochs"].astype(str), consistent,
-                                  ages.get("n_labels", pd.Series(0, index=ages.index))):
-        classes = epoch_classes(epochs)
-        out.loc[row, ["consistent", "allowed_classes", "epochs", "n_labels"]] = (
-            bool(ok), "|".join(AgeClass(c).code for c in classes), epochs, int(n))
-        if ok and len(classes) == 1:
-            out.loc[row, "age_class"] = AgeClass(classes[0]).code
+    consistent = ages["consistent"].astype(str).str.strip().str.lower().isin(("true", "1")).to_numpy()
+    epochs = ages["epochs"].astype(str).to_numpy()
+    classes = [epoch_classes(e) for e in epochs]
+    single = np.array([len(c) == 1 for c in classes])
+    out.loc[rows, "consistent"] = consistent
+    out.loc[rows, "allowed_classes"] = ["|".join(AgeClass(c).code for c in cs) for cs in classes]
+    out.loc[rows, "epochs"] = epochs
+    out.loc[rows, "n_labels"] = ages["n_labels"].to_numpy(int) if "n_labels" in ages.columns else 0
+    labelled = consistent & single
+    out.loc[rows[labelled], "age_class"] = [AgeClass(cs[0]).code for cs, ok in zip(classes, labelled) if ok]
     return out.astype({"consistent": bool, "n_labels": "int64"})

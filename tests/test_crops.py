@@ -139,7 +139,7 @@ def test_edge_and_nodata_craters_are_not_measurable(tmp_path):
         "lat": [0.0, float(lat_edge), 0.45, 0.0, float(lat_dead) - 0.005, 0.0],
         "diameter_km": [4.0, 4.0, 4.0, 4.0, 0.5, np.nan],
     })
-    crops = extract_crops(table, dom_path=dom_path, dem_path=dem_path, settings=CropSettings(size_px=32))
+    crops = extract_crops(table, dom_path=dom_path, dem_path=dem_path, settings=CropSettings(size_px=32), progress=True)
     assert crops.valid.tolist() == [True, False, False, False, True, False]
     assert crops.reasons[0] == ""
     assert "DEM" in crops.reasons[1] and "DOM" in crops.reasons[1] and "nodata or outside" in crops.reasons[1]
