@@ -1,6 +1,11 @@
 """Shared fixtures. The database is a real PostGIS server: its URL comes from
-``--database-url`` or ``DATABASE_URL`` (default: the local server's ``deepcraters_test``).
-A missing database is an error, never a skip."""
+``--database-url`` or ``TEST_DATABASE_URL`` (default: the local server's ``deepcraters_test``),
+never from ``DATABASE_URL``, which may name a user's atlas. A missing database is an error,
+never a skip.
+
+Markers (setup.cfg): a test that uses a database fixture is marked ``db`` and one that uses
+``shared_data`` ``real_data`` here, from its fixtures, so none escapes ``-m "not db"``;
+``slow`` (> ~5 s) is marked by hand."""
 from __future__ import annotations
 
 import os
@@ -17,15 +22,32 @@ def pytest_addoption(parser):
     parser.addoption("--database-url", default=None, help="PostGIS URL for database tests")
 
 
+def resolve_test_database_url(option: str | None, environ: dict) -> str:
+    """The test database's URL: the option, else ``TEST_DATABASE_URL``, else the default. Never
+    ``DATABASE_URL``: tests create, write and delete runs, which must not land in a real atlas."""
+    return option or environ.get("TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
+
+
 @pytest.fixture(scope="session")
 def database_url(request) -> str:
     """URL of a PostGIS database for tests, created (with the postgis extension) if missing."""
     from atlas_db.engine import ensure_database
 
-    url = request.config.getoption("--database-url") or os.environ.get("TEST_DATABASE_URL") \
-        or os.environ.get("DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
+    url = resolve_test_database_url(request.config.getoption("--database-url"), os.environ)
     ensure_database(url)  # raises with a clear message when no server answers
     return url
+
+
+DB_FIXTURES = {"database_url", "atlas_url", "atlas_engine"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & DB_FIXTURES:
+            item.add_marker(pytest.mark.db)
+        if "shared_data" in fixtures:
+            item.add_marker(pytest.mark.real_data)
 
 
 @pytest.fixture(scope="session")

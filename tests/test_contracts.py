@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -78,7 +79,7 @@ def test_crater_ids_are_stable_and_follow_the_rule():
     assert make_crater_ids([0.0], [0.0], [1.0], "run")[0] == ids[2]  # -0.0 == 0.0
     assert make_crater_ids(lon, lat, d, "other-run")[0] != ids[0]
     assert make_crater_ids([10.00001], [5.0], [3.0], "run")[0] != ids[0]
-    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    assert all(re.fullmatch(r"[0-9a-f]{16}", i) for i in ids)  # 16 lowercase hex digits
 
 
 def test_writer_fills_ids_and_level(tmp_path):

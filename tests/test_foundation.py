@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 
-def test_packages_import_and_etl_stays_light():
+def test_etl_stays_light():
     # `import etl` must not pull torch or SQLAlchemy (DESIGN.md floors): check in a fresh interpreter.
     code = (
         "import sys, etl; heavy = [m for m in ('torch', 'sqlalchemy', 'detectron2') if m in sys.modules];"
@@ -16,7 +16,13 @@ def test_packages_import_and_etl_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
-    subprocess.run([sys.executable, "-c", "import detectron2_rfcn, age_net, etl, atlas_db"], check=True)
+
+
+@pytest.mark.slow
+def test_packages_import_in_a_fresh_interpreter():
+    out = subprocess.run([sys.executable, "-c", "import detectron2_rfcn, age_net, etl, atlas_db"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_detectron2_builds_and_runs_a_stock_model_on_cpu():
@@ -68,10 +74,33 @@ def test_cli_help_lists_commands():
             assert f"  {name}" in out
 
 
-def test_every_subcommand_explains_itself():
-    from etl.cli import COMMANDS
+def test_every_subcommand_explains_itself(capsys):
+    # In-process (test_cli_help_lists_commands runs the entry points): --help of each subcommand.
+    from etl.cli import COMMANDS, main
 
     for name in COMMANDS:
-        out = subprocess.run([sys.executable, "-m", "etl", name, "--help"], capture_output=True, text=True)
-        assert out.returncode == 0, out.stderr
-        assert f"usage: deepcraters {name}" in out.stdout
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0, name
+        assert f"usage: deepcraters {name}" in capsys.readouterr().out
+
+
+def test_tests_never_write_into_database_url(request):
+    """A user's DATABASE_URL names their atlas: the test database comes from the option,
+    TEST_DATABASE_URL or the default only."""
+    from conftest import DEFAULT_TEST_DATABASE_URL, resolve_test_database_url
+
+    mine = "postgresql://me@atlas-server:5432/deepcraters"
+    assert resolve_test_database_url(None, {"DATABASE_URL": mine}) == DEFAULT_TEST_DATABASE_URL
+    assert resolve_test_database_url(None, {"DATABASE_URL": mine, "TEST_DATABASE_URL": "postgresql://t/x"}) \
+        == "postgresql://t/x"
+    assert resolve_test_database_url("postgresql://o/y", {"TEST_DATABASE_URL": "postgresql://t/x"}) == "postgresql://o/y"
+
+
+def test_database_tests_are_marked_from_their_fixtures(request):
+    """``-m "not db"`` leaves out every test that touches the database, marked or not by hand."""
+    marked = {item.name for item in request.session.items if item.get_closest_marker("db")}
+    uses_db = {item.name for item in request.session.items
+               if {"database_url", "atlas_url", "atlas_engine"} & set(getattr(item, "fixturenames", ()))}
+    assert uses_db <= marked
+    assert request.node.get_closest_marker("db") is None  # and only those

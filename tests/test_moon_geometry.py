@@ -69,7 +69,8 @@ def test_normalize_lon_maps_0_360_to_pm180():
 @pytest.mark.parametrize("code", ["IAU_2015:30100", "IAU_2015:30110", "IAU_2015:30135", "ESRI:104903",
                                   "+proj=eqc +lon_0=0 +R=1737400 +units=m +no_defs"])
 def test_lunar_crs_accepted(code):
-    assert check_lunar_crs(code, source="a.tif") is not None
+    crs = check_lunar_crs(code, source="a.tif")
+    assert pyproj.CRS.from_user_input(crs.to_wkt()).ellipsoid.semi_major_metre == pytest.approx(MOON_RADIUS_M)
 
 
 def test_earth_and_missing_crs_refused_unless_assumed():

@@ -65,8 +65,12 @@ def test_frozen_bn_without_weights_is_refused(tmp_path):
     assert engine.setup(args).MODEL.RESNETS.NORM == "BN"
 
 
-def test_script_and_module_launch_the_package_main():
+def test_the_script_launches_the_package_main():
     assert _train_net_script().main is engine.main  # the script holds no logic of its own
+
+
+@pytest.mark.slow
+def test_python_m_engine_runs():
     out = subprocess.run([sys.executable, "-m", "detectron2_rfcn.engine", "--help"], capture_output=True, text=True,
                          cwd=REPO)
     assert out.returncode == 0, out.stderr
