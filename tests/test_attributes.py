@@ -221,3 +221,46 @@ def test_unit_raster_fractions_and_crater_material_codes(crater_world):
     off, schema_off = crater_attributes(table, crops, units=source, crater_material_units=False)
     assert not any("crater_materials" in n for n in schema_off.names)
     assert off.loc[0, "strat_maria_rim_frac"] == on.loc[0, "strat_maria_rim_frac"]
+
+
+def test_superposed_craters_make_the_interior_rough(tmp_path):
+    grid = _simple_cylindrical_grid(0.0, 0.0, 600, 600, 100.0)
+    smooth = _crater_dem(grid, [(0.0, 0.0, 10.0)])
+    # Five 2 km craters (400 m deep) on the host's floor and walls, 1.8 km from its centre.
+    small = [(0.06 * np.cos(a), 0.06 * np.sin(a), 2.0) for a in np.linspace(0, 2 * np.pi, 5, endpoint=False)]
+    rough = _crater_dem(grid, [(0.0, 0.0, 10.0)] + small)
+    table = pd.DataFrame({"lon": [0.0], "lat": [0.0], "diameter_km": [10.0]})
+    values = []
+    for name, dem in (("smooth", smooth), ("rough", rough)):
+        crops = extract_crops(table, dem_path=_write(tmp_path / f"{name}.tif", grid, dem))
+        values.append(crater_attributes(table, crops)[0].iloc[0])
+    # A fresh, symmetric crater leaves ~14 m of resampling residue (crop pixels of 470 m on a
+    # 2,000 m deep bowl); the superposed craters at least double it.
+    assert values[0]["interior_roughness_m"] < 20.0
+    assert values[1]["interior_roughness_m"] > 2.0 * values[0]["interior_roughness_m"]
+    assert values[1]["depth_m"] == pytest.approx(values[0]["depth_m"], rel=0.1)
+
+
+@pytest.mark.real_data
+def test_usgs_crater_materials_carry_the_head2010_labels(shared_data):
+    """The leak the switch exists for: on the real Moon, the crater-material labels inside a
+    dated crater's rim are its age label; switched off, nothing of them is left."""
+    from etl.lunar_data import head2010_age_table
+
+    table = head2010_age_table(shared_data / "ages" / "head2010_usgs2013_periods_west.csv",
+                               shared_data / "catalogues" / "head2010_west.csv")
+    labelled = table[table["age_class"] != ""].reset_index(drop=True)
+    source = UnitLabelPoints.from_csv(shared_data / "geology" / "usgs2013_unit_label_points.csv")
+    on, units_on = source.attributes(labelled, settings=CropSettings(), crater_material_units=True)
+    codes = [c.code for c in AgeClass]
+    own = on[[f"strat_crater_rim_{c}" for c in codes]]
+    has = own.notna().all(axis=1)
+    agree = (np.array(codes)[own[has].to_numpy().argmax(axis=1)] == labelled.loc[has, "age_class"]).mean()
+    assert has.mean() > 0.9 and agree > 0.9
+    off, units_off = source.attributes(labelled, settings=CropSettings(), crater_material_units=False)
+    assert len(units_off) == off.shape[1] and not any("crater" in c for c in off.columns)
+    nearest = off[[f"strat_nearest_{c}" for c in codes]]
+    ok = nearest.notna().all(axis=1)
+    # Without them the nearest label is some other unit: far less often the crater's own age.
+    agree_off = (np.array(codes)[nearest[ok].to_numpy().argmax(axis=1)] == labelled.loc[ok, "age_class"]).mean()
+    assert agree_off < agree - 0.2
