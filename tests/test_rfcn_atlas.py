@@ -96,6 +96,7 @@ def test_sweep_recovers_every_crater_once_with_its_size_and_place(world):
 def test_real_rfcn_sweeps_a_mosaic_and_writes_a_valid_atlas(world, tmp_path):
     from detectron2_rfcn.config import get_rfcn_cfg
     from etl.contracts import read_atlas
+    from etl.provenance import config_hash
 
     cfg = get_rfcn_cfg(str(REPO_ROOT / "configs/quick_schedules/rfcn_R_18_C4_instant_test.yaml"),
                        ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
@@ -106,7 +107,8 @@ def test_real_rfcn_sweeps_a_mosaic_and_writes_a_valid_atlas(world, tmp_path):
     atlas, provenance = read_atlas(out)
     assert len(atlas) == len(written)
     assert provenance.run_name == "untrained-test"
-    assert provenance.model.startswith("RFCN")
+    assert provenance.model == "RFCN/build_resnet_backbone/R18"  # no weights: no "@file" suffix
+    assert provenance.config_hash == config_hash(cfg) and len(provenance.config_hash) == 16
     assert provenance.source_mosaics == (str(world.dom_path), str(world.dem_path))
     if len(atlas):  # an untrained model may or may not fire; whatever it finds is inside the mosaic
         assert (atlas["x0_px"] >= -1).all() and (atlas["x1_px"] <= 384 + 1).all()
