@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from etl.commands._options import add_db_option
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "rfcn_timm_R_18_C4_1000it.yaml"
 
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", type=Path, default=DEFAULT_CONFIG, help="detector config")
     p.add_argument("--iters", type=int, default=1500, help="training iterations (~0.4 s each on 2 idle cores)")
     p.add_argument("--tile-size", type=int, default=256, help="tile side, px")
-    p.add_argument("--db", default=None, metavar="URL", help="database URL (default: $DATABASE_URL or local)")
+    add_db_option(p)
     p.add_argument("--no-db", action="store_true", help="stop after writing the atlas")
     p.add_argument("--fresh", action="store_true", help="redo every step")
     return p
