@@ -104,3 +104,18 @@ def test_database_tests_are_marked_from_their_fixtures(request):
                if {"database_url", "atlas_url", "atlas_engine"} & set(getattr(item, "fixturenames", ()))}
     assert uses_db <= marked
     assert request.node.get_closest_marker("db") is None  # and only those
+
+
+def test_every_database_command_takes_one_db_option():
+    """``--db`` is defined once (etl/commands/_options.py) and every command that reaches the
+    database takes it from there."""
+    from etl.commands import db, demo, load, query
+
+    repo = Path(__file__).resolve().parents[1]
+    defined = [p.name for p in sorted((repo / "etl" / "commands").glob("*.py")) if '"--db"' in p.read_text()]
+    assert defined == ["_options.py"]
+    url = "postgresql://me@host:5432/x"
+    assert load.build_parser().parse_args(["atlas", "a.gpkg", "--db", url]).db == url
+    assert query.build_parser().parse_args(["runs", "--db", url]).db == url
+    assert db.build_parser().parse_args(["upgrade", "--db", url]).db == url
+    assert demo.build_parser().parse_args(["--db", url]).db == url
