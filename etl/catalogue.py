@@ -61,25 +61,19 @@ def _read_csv(path: Path) -> pd.DataFrame:
                 dialect = csv.Sniffer().sniff(sample.splitlines()[0] if sample else ",", delimiters=",;\t|")
             except csv.Error:
                 dialect = csv.excel
-            header, rows, problems = None, [], []
-            for record in csv.reader(f, dialect):
-                if not record or all(not cell.strip() for cell in record):
-                    continue
-                if header is None:
-                    header = [cell.strip() for cell in record]
-                    continue
-                if len(record) != len(header):
-                    problems.append(Problem(file, len(rows) + len(problems) + 1, None,
-                                            f"has {len(record)} fields, the header has {len(header)} "
-                                            f"({', '.join(header)})"))
-                    continue
-                rows.append(record)
+            records = list(csv.reader(f, dialect))  # the reader loops in C; checks below touch few rows
     except UnicodeDecodeError as exc:
         raise _fail(file, f"not a UTF-8 text CSV ({exc})") from exc
-    if header is None:
+    # Blank lines and rows of empty cells are skipped, as they are not rows to a reader.
+    blank = [not r or (not r[0].strip() and not "".join(r).strip()) for r in records]
+    records = [r for r, b in zip(records, blank) if not b]
+    if not records:
         raise _fail(file, "empty file, expected a header line and crater rows")
-    if problems:
-        raise CatalogueError(problems)
+    header, rows = [cell.strip() for cell in records[0]], records[1:]
+    ragged = np.flatnonzero(np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)) != len(header))
+    if len(ragged):
+        raise CatalogueError([Problem(file, int(k) + 1, None, f"has {len(rows[k])} fields, the header has "
+                                      f"{len(header)} ({', '.join(header)})") for k in ragged])
     return pd.DataFrame(rows, columns=header, dtype=object)
 
 
@@ -175,9 +169,15 @@ def _numbers(raw: np.ndarray, column: str, file: str, problems: list[Problem]) -
         text = np.zeros(len(values), dtype=bool)
     else:
         series = pd.Series(raw, dtype=object)
-        stripped = series.map(lambda v: v.strip() if isinstance(v, str) else v)
+        if pd.api.types.infer_dtype(series, skipna=False) == "string":  # a CSV column: all text (fast path)
+            is_text = np.ones(len(series), dtype=bool)
+            stripped = series.str.strip()
+        else:
+            is_text = series.map(type).eq(str).to_numpy()
+            stripped = series.copy()
+            stripped[is_text] = series[is_text].str.strip()
         values = np.array(pd.to_numeric(stripped, errors="coerce"), dtype=float)
-        missing = stripped.map(lambda v: v is None or v == "" or (isinstance(v, float) and np.isnan(v))).to_numpy(bool)
+        missing = (stripped.isna().to_numpy() & ~is_text) | (is_text & (stripped == "").to_numpy())
         text = np.isnan(values) & ~missing
         for k in np.flatnonzero(text):  # "nan" and "inf" are numbers, just not finite ones
             try:
