@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -159,6 +160,7 @@ class TileDatasetWriter:
         lon, lat, diameter_km, crater_id, age_class.
         """
         import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
 
         if self._tmp is None:
             raise RuntimeError("this tile dataset was already finished or aborted")
@@ -170,11 +172,14 @@ class TileDatasetWriter:
                              f"({len(self.channels)}, H, W) for channels {self.channels}")
         _, height, width = pixels.shape
         rel = f"tiles/{split}/{tile_id}.tif"
-        with rasterio.open(self._tmp / rel, "w", driver="GTiff", width=width, height=height,
-                           count=len(self.channels), dtype="float32", crs=self.crs, transform=transform,
-                           compress="deflate", predictor=3) as ds:
-            ds.write(pixels)
-            ds.descriptions = tuple(self.channels)
+        with warnings.catch_warnings():
+            if self.crs is None:  # known and said in dataset.json: the warning would only repeat it
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(self._tmp / rel, "w", driver="GTiff", width=width, height=height,
+                               count=len(self.channels), dtype="float32", crs=self.crs, transform=transform,
+                               compress="deflate", predictor=3) as ds:
+                ds.write(pixels)
+                ds.descriptions = tuple(self.channels)
         if split == "train":
             px = pixels[:, np.ones((height, width), bool) if valid is None else valid].astype(np.float64)
             self._sums += [[px.shape[1]] * len(self.channels), px.sum(axis=1), (px * px).sum(axis=1)]
