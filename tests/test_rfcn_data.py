@@ -132,6 +132,7 @@ def test_nac_labels_with_mixed_delimiters(tmp_path):
         read_nac_boxes(tmp_path / "b.txt")
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # NAC frames have none
 def test_nac_frames_become_a_tile_dataset_without_a_crs(tmp_path):
     from detectron2_rfcn.nac_data import NAC_CRS_NOTE, convert_nac_to_tile_dataset
 
