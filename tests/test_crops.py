@@ -197,3 +197,26 @@ def test_global_mosaic_wraps_at_the_antimeridian(tmp_path):
     assert (radius.max() - radius.min()) / radius.mean() < 0.05
     # The second crop is centred 0.3 deg east, across the seam, and still sees the crater's rim.
     assert np.nanmax(crops.dem_m[1]) > BASE_M + 0.5 * float(crater_shape_km(60.0)["rim_height_km"]) * 1000
+
+
+def test_crater_near_the_pole_in_polar_stereographic_is_round(tmp_path):
+    from etl.geometry import polar_stereographic_crs
+
+    crs = polar_stereographic_crs(north=False)
+    lon_c, lat_c, d_km = 135.0, -86.0, 20.0
+    probe = PixelGrid(crs, Affine.identity(), 1, 1)
+    xc, yc = probe.lonlat_to_xy(lon_c, lat_c)
+    grid = PixelGrid(crs, Affine(250.0, 0.0, float(xc) - 60_000.0, 0.0, -250.0, float(yc) + 60_000.0), 480, 480)
+    # A small crater 0.6 degrees due north (18.2 km) of the big one, to check "north up".
+    dem = _crater_dem(grid, [(lon_c, lat_c, d_km), (lon_c, lat_c + 0.6, 4.0)])
+    dem_path = _write(tmp_path / "polar.tif", grid, dem)
+    crops = extract_crops(pd.DataFrame({"lon": [lon_c], "lat": [lat_c], "diameter_km": [d_km]}), dem_path=dem_path)
+    assert crops.valid.all()
+    crop = crops.dem_m[0]
+    radius = _rim_radius_by_azimuth(crop)
+    assert (radius.max() - radius.min()) / radius.mean() < 0.1  # the small crater's ejecta bumps one azimuth
+    assert np.median(radius) == pytest.approx(CropSettings().radius_px, rel=0.05)
+    # The small crater's floor sits straight above the centre, 18.2 km / (60 km / 64 px) = 19.4 px up.
+    top = crop[:21]
+    row, col = np.unravel_index(np.argmin(top), top.shape)
+    assert abs(col + 0.5 - 32.0) <= 1.0 and abs(row + 0.5 - (32.0 - 19.4)) <= 1.0
