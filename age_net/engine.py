@@ -498,6 +498,7 @@ def run_trials(cfg, cs: CraterSet, *, resume: bool = False, progress: bool = Tru
                   "n_train": int(len(trainer.split.train)), "n_unlabelled": int(len(trainer.split.unlabelled)),
                   "val": trainer.evaluate(trainer.split.val, "val", figures=False),
                   "test": trainer.evaluate(trainer.split.test, "test")}
+        _write_predictions(trainer, trainer.split.test, tdir / "test_predictions.csv")
         for name, other in (extra_test or {}).items():
             result[name] = _evaluate_on(trainer, other, name)
         trainer.save(tdir / "model_final.pth", final=True)
@@ -511,6 +512,23 @@ def run_trials(cfg, cs: CraterSet, *, resume: bool = False, progress: bool = Tru
         summary[part] = {k: _mean_std([tr[part][k] for tr in trials]) for k in ("accuracy", "macro_f1", "ece")}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _write_predictions(trainer: AgeTrainer, idx, path: Path) -> None:
+    """Per-crater calibrated predictions (row in the crater set, position, size, truth, probabilities)."""
+    import pandas as pd
+
+    from etl.age_classes import AGE_CLASS_CODES, PROB_COLUMNS
+
+    probs = trainer.probabilities(idx)
+    craters = trainer.cs.craters.iloc[idx]
+    frame = pd.DataFrame({"index": np.asarray(idx), "lon": craters["lon"].to_numpy(), "lat": craters["lat"].to_numpy(),
+                          "diameter_km": craters["diameter_km"].to_numpy(),
+                          "true_class": [AGE_CLASS_CODES[k] for k in trainer.cs.labels[idx]],
+                          "predicted_class": [AGE_CLASS_CODES[k] for k in probs.argmax(axis=1)]})
+    for j, col in enumerate(PROB_COLUMNS):
+        frame[col] = probs[:, j]
+    frame.to_csv(path, index=False)
 
 
 def _evaluate_on(trainer: AgeTrainer, other: CraterSet, name: str) -> dict:
@@ -560,7 +578,8 @@ def crater_set_from_sources(cfg, *, world=None, catalogue=None, dom=None, dem=No
     if catalogue is None:
         raise ValueError("give a synthetic world directory or a labelled catalogue")
     channels = set(cfg.MODEL.IMAGE_CHANNELS)
-    key = json.dumps([str(catalogue), str(dom), str(dem), str(units), str(unlabelled), cfg.INPUT.SIZE_PX,
+    units_key = units.describe() if hasattr(units, "describe") else str(units)
+    key = json.dumps([str(catalogue), str(dom), str(dem), units_key, str(unlabelled), cfg.INPUT.SIZE_PX,
                       cfg.INPUT.SIDE_DIAMETERS, cfg.INPUT.MAX_INVALID_FRACTION, cfg.ATTRIBUTES.CRATER_MATERIAL_UNITS,
                       sorted(channels), [Path(p).stat().st_mtime for p in (catalogue, dom, dem) if p]])
     cache = Path(cache_dir) / f"craters_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz" if cache_dir else None

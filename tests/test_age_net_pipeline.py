@@ -190,3 +190,27 @@ def test_ages_file_loads_into_postgis_and_joins_the_atlas(trained, world, tmp_pa
     assert (got["age_class"] == expected["age_class"]).all()
     assert np.allclose(got["total"], 1.0, atol=1e-6)
     assert np.allclose(got["diameter_km"], atlas.set_index("crater_id").loc[got.index, "diameter_km"])
+
+
+def test_run_trials_reports_mean_and_spread(crater_set, tmp_path):
+    import json
+
+    from age_net.engine import run_trials
+
+    cfg = get_age_cfg(str(CONFIG), OPTS + ["OUTPUT_DIR", str(tmp_path), "TRIALS", "2", "MEAN_TEACHER.ENABLED", "False"])
+    summary = run_trials(cfg, crater_set, progress=False, extra_test={"again": crater_set}, log=lambda *_: None)
+    accs = [t["test"]["accuracy"] for t in summary["trials"]]
+    assert summary["test"]["accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert summary["test"]["accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert summary["trials"][0]["seed"] != summary["trials"][1]["seed"]
+    assert json.loads((tmp_path / "summary.json").read_text())["model"] == summary["model"]
+    for t in (0, 1):
+        preds = pd.read_csv(tmp_path / f"trial{t}" / "test_predictions.csv")
+        assert len(preds) == summary["trials"][t]["test"]["n"]
+        probs = preds[["p_pnc", "p_nc", "p_ic", "p_ec", "p_cc"]].to_numpy()
+        assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+        assert (tmp_path / f"trial{t}" / "confusion_test.png").stat().st_size > 1000
+        assert (tmp_path / f"trial{t}" / "reliability_test.png").exists()
+    # Resuming reuses finished trials instead of training again.
+    again = run_trials(cfg, crater_set, resume=True, progress=False, log=lambda *_: None)
+    assert [t["test"]["accuracy"] for t in again["trials"]] == accs
