@@ -33,7 +33,8 @@ DIAMETER_BINS_KM = (20.0, 30.0, 50.0, 100.0, float("inf"))
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lola", type=Path, default=REPO.parent / "lola", help="dir with dem.tif, dom.tif, ages_west.parquet")
+    p.add_argument("--lola", type=Path, default=REPO.parent / "lola",
+                   help="dir with dem.tif, dom.tif, ages_west.parquet")
     p.add_argument("--label-points", type=Path,
                    default=REPO.parent / "shared" / "data" / "geology" / "usgs2013_unit_label_points.csv")
     p.add_argument("--config-file", default=str(REPO / "configs" / "age_net" / "agenet_mt_R18_S32_cpu.yaml"))
