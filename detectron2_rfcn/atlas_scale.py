@@ -64,19 +64,29 @@ class ScaleSettings:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A spatially compact block of one level's tiles."""
+    """A spatially compact block of one level's tiles: the tiles of ``rows`` x ``cols`` (a plan
+    of millions of tiles keeps a few numbers per chunk, not every window)."""
 
     chunk_id: str
-    level: int                                       # pyramid downsample factor
-    index: int                                       # within its level, row-major over blocks
-    windows: tuple[tuple[int, int, int, int], ...]   # (col_off, row_off, width, height), level pixels
+    level: int                          # pyramid downsample factor
+    index: int                          # within its level, row-major over blocks
+    rows: tuple[tuple[int, int], ...]   # (row_off, height) of its tile rows, level pixels
+    cols: tuple[tuple[int, int], ...]   # (col_off, width) of its tile columns
+
+    @property
+    def windows(self) -> list[tuple[int, int, int, int]]:
+        """(col_off, row_off, width, height) of its tiles, row by row, in level pixels."""
+        return [(col, row, w, h) for row, h in self.rows for col, w in self.cols]
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.rows) * len(self.cols)
 
     def footprint_level0_px(self) -> tuple[int, int, int, int]:
         """(col0, row0, col1, row1) covered by the chunk's tiles, in level-0 pixels."""
-        w = np.asarray(self.windows)
         f = self.level
-        return (int(w[:, 0].min()) * f, int(w[:, 1].min()) * f,
-                int((w[:, 0] + w[:, 2]).max()) * f, int((w[:, 1] + w[:, 3]).max()) * f)
+        return (min(c for c, _ in self.cols) * f, min(r for r, _ in self.rows) * f,
+                max(c + w for c, w in self.cols) * f, max(r + h for r, h in self.rows) * f)
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,7 @@ class AtlasPlan:
 
     @property
     def n_tiles(self) -> int:
-        return sum(len(c.windows) for c in self.chunks)
+        return sum(c.n_tiles for c in self.chunks)
 
 
 def _sha256(payload) -> str:
@@ -146,9 +156,10 @@ def plan_atlas(dom_path: str | Path, dem_path: str | Path, model: str, *, width_
         index = 0
         for r0 in range(0, len(rows), side):
             for c0 in range(0, len(cols), side):
-                windows = tuple((col, row, w, h) for row, h in rows[r0:r0 + side] for col, w in cols[c0:c0 + side])
-                chunk_id = _sha256({"inputs": inputs_key, "level": level, "index": index, "windows": windows})[:24]
-                chunks.append(Chunk(chunk_id, int(level), index, windows))
+                sub_rows, sub_cols = tuple(rows[r0:r0 + side]), tuple(cols[c0:c0 + side])
+                chunk_id = _sha256({"inputs": inputs_key, "level": level, "index": index, "rows": sub_rows,
+                                    "cols": sub_cols})[:24]
+                chunks.append(Chunk(chunk_id, int(level), index, sub_rows, sub_cols))
                 index += 1
     return AtlasPlan(inputs_key, int(width_px), int(height_px), tuple(chunks))
 
@@ -163,6 +174,23 @@ def plan_mosaic(dom_path: str | Path, dem_path: str | Path, model: str, *, setti
     return plan_atlas(dom_path, dem_path, model, width_px=width_px, height_px=height_px, settings=settings,
                       scale=scale)
 
+
+
+def describe_plan(plan: AtlasPlan, settings: AtlasSettings, work_dir: str | Path | None = None) -> str:
+    """Tiles, tile megapixels and chunks per level (and chunks already in ``work_dir``): what a
+    run will cost, to be read against a benchmark's tiles per second."""
+    lines = []
+    for level in settings.levels:
+        chunks = [c for c in plan.chunks if c.level == level]
+        tiles = sum(c.n_tiles for c in chunks)
+        mpx = sum(sum(h for _, h in c.rows) * sum(w for _, w in c.cols) for c in chunks) / 1e6
+        lines.append(f"level {level}: {tiles} tiles ({mpx:.1f} tile megapixels) in {len(chunks)} chunks")
+    mpx = sum(sum(h for _, h in c.rows) * sum(w for _, w in c.cols) for c in plan.chunks) / 1e6
+    lines.append(f"total: {plan.n_tiles} tiles ({mpx:.1f} tile megapixels) in {len(plan.chunks)} chunks")
+    if work_dir is not None:
+        done = sum(chunk_path(work_dir, c.chunk_id).exists() for c in plan.chunks)
+        lines.append(f"already done in {work_dir}: {done} of {len(plan.chunks)} chunks")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- chunk files
@@ -418,13 +446,13 @@ def run_plan(plan: AtlasPlan, work_dir: str | Path, dom_path: str | Path, dem_pa
     todo = _todo(plan, work_dir)
     stats = RunStats(engine, 0, len(plan.chunks), len(plan.chunks) - len(todo))
     t0 = time.perf_counter()
-    bar = tqdm(total=sum(len(c.windows) for c in todo), desc="atlas tiles", unit="tile", disable=not progress)
+    bar = tqdm(total=sum(c.n_tiles for c in todo), desc="atlas tiles", unit="tile", disable=not progress)
 
     def done(chunk: Chunk, frame: pd.DataFrame) -> None:
         write_chunk(frame, chunk_path(work_dir, chunk.chunk_id))
         stats.chunks_computed += 1
-        stats.tiles_computed += len(chunk.windows)
-        bar.update(len(chunk.windows))
+        stats.tiles_computed += chunk.n_tiles
+        bar.update(chunk.n_tiles)
 
     try:
         if engine == "inprocess":
@@ -472,6 +500,8 @@ def _run_ray(todo: list[Chunk], done: Callable[[Chunk, pd.DataFrame], None], spe
     """Chunks go to idle actors one at a time; the driver writes each chunk file as it comes
     back (workers need the mosaics at the same path, not the work directory). Returns the
     number of actors."""
+    if not todo:
+        return 0
     import ray
 
     started = not ray.is_initialized()
@@ -483,8 +513,6 @@ def _run_ray(todo: list[Chunk], done: Callable[[Chunk, pd.DataFrame], None], spe
         gpus = int(resources.get("GPU", 0))
         n = workers or (gpus or max(1, int(resources.get("CPU", 1)) // cpus_per_worker))
         n = max(1, min(n, len(todo)))
-        if not todo:
-            return 0
         actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=1 if gpus else 0)(_ChunkActor)
         actors = [actor_cls.remote(spec, str(dom_path), str(dem_path), settings, scale, assume_crs, cpus_per_worker)
                   for _ in range(n)]
@@ -567,5 +595,5 @@ def write_mosaic_atlas_chunked(cfg, weights: str | None, dom_path: str | Path, d
 
 __all__: Sequence[str] = [
     "AtlasPlan", "Chunk", "ChunkWorker", "DETECTION_COLUMNS", "ENGINES", "PredictorSpec", "RunStats", "ScaleSettings",
-    "WorkerStats", "chunk_path", "default_work_dir", "detect_mosaic_chunked", "file_identity", "model_key",
-    "plan_atlas", "plan_mosaic", "read_chunk", "run_plan", "write_chunk", "write_mosaic_atlas_chunked"]
+    "WorkerStats", "chunk_path", "default_work_dir", "describe_plan", "detect_mosaic_chunked", "file_identity",
+    "model_key", "plan_atlas", "plan_mosaic", "read_chunk", "run_plan", "write_chunk", "write_mosaic_atlas_chunked"]

@@ -311,15 +311,19 @@ def test_atlas_command_resumes_from_its_work_directory(world, untrained_model, t
     argv = ["--config-file", str(config), "--weights", str(weights), "--dom", str(world.dom_path),
             "--dem", str(world.dem_path), "--out", str(out), "--levels", "1", "2", "--tile-size", "192",
             "--overlap", "64", "--max-diameter", "64", "--score-threshold", "0.2", "--chunk-tiles", "4",
-            "--batch-size", "2", "--quiet", "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
-    assert main(argv) == 0
+            "--batch-size", "2", "--quiet"]
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]  # config overrides come last
+    assert main(argv + opts) == 0
     first = capsys.readouterr().out
     assert "5 chunks: 0 reused, 5 computed" in first
     atlas1, provenance = read_atlas(out)
     assert provenance.run_name == "atlas" and provenance.source_mosaics == (str(world.dom_path), str(world.dem_path))
     assert len(list((tmp_path / "atlas.gpkg.work" / "chunks").glob("*.parquet"))) == 5
 
-    assert main(argv) == 0
+    assert main(argv + ["--plan-only"] + opts) == 0
+    plan_text = capsys.readouterr().out
+    assert "total: 10 tiles" in plan_text and "5 of 5 chunks" in plan_text
+    assert main(argv + opts) == 0
     assert "5 chunks: 5 reused, 0 computed" in capsys.readouterr().out
     atlas2, _ = read_atlas(out)
     assert atlas2.drop(columns="crater_id").equals(atlas1.drop(columns="crater_id"))

@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="Ray actors (default: one per GPU, else one per --cpus-per-worker CPUs)")
     p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (torch threads) per Ray actor")
+    p.add_argument("--plan-only", action="store_true",
+                   help="print the plan (tiles and chunks per level, chunks already done) and stop")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return p
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"deepcraters atlas: {path}: no such file", file=sys.stderr)
             return 2
     from detectron2_rfcn.atlas import AtlasSettings
-    from detectron2_rfcn.atlas_scale import ScaleSettings, write_mosaic_atlas_chunked
+    from detectron2_rfcn.atlas_scale import (ScaleSettings, default_work_dir, describe_plan, model_key, plan_mosaic,
+                                             write_mosaic_atlas_chunked)
     from detectron2_rfcn.config import get_rfcn_cfg
     from etl.contracts import ContractError
     from etl.geometry import LunarCRSError
@@ -70,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
                                  score_threshold=args.score_threshold)
         scale = ScaleSettings(chunk_tiles=args.chunk_tiles, batch_size=args.batch_size)
         cfg = get_rfcn_cfg(args.config_file, args.opts)
+        if args.plan_only:
+            plan = plan_mosaic(args.dom, args.dem, model_key(cfg, args.weights), settings=settings, scale=scale,
+                               assume_crs=args.assume_crs)
+            print(describe_plan(plan, settings, args.work_dir or default_work_dir(args.out)))
+            return 0
         atlas, stats = write_mosaic_atlas_chunked(
             cfg, args.weights, args.dom, args.dem, args.out, run_name=args.run_name or args.out.stem,
             work_dir=args.work_dir, settings=settings, scale=scale, engine=args.engine, address=args.address,
