@@ -131,7 +131,7 @@ def detect_mosaic(predictor: Callable[[np.ndarray, PixelGrid], tuple[np.ndarray,
         for level, grid, window in tqdm(jobs, desc="atlas tiles", unit="tile", disable=not progress):
             tile_grid = grid.window(*window)
             dom, dem = read_aligned(dom_ds, dem_ds, tile_grid)
-            boxes, scores = predictor(model_channels(dom, dem, tile_grid.pixel_size_m), tile_grid)
+            boxes, scores = predictor(model_channels(dom, dem, tile_grid), tile_grid)
             keep = (scores >= settings.score_threshold) & _keep_tile_boxes(boxes, window[2], window[3], settings)
             if keep.any():
                 col, row = window[0], window[1]

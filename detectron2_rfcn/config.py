@@ -73,6 +73,12 @@ def add_rfcn_config(cfg: CN) -> CN:
     # window overlaps then merge); "drop" removes them from the targets. The evaluator always
     # treats them as ignore regions (neither a miss nor a false positive).
     cfg.INPUT.CRATER.TRUNCATED = "keep"
+    # Re-light the "hillshade" channel with a sun from a uniformly random azimuth (elevation
+    # as the dataset's) for every training tile, recomputed from its "dem" channel and the
+    # tile's relief and pixel size (tiles of etl.local_tiles record both): the model learns
+    # rims under every illumination, not the one sun of the training mosaic. Needs the
+    # "hillshade" and "dem" channels; tiles lacking the record keep their hillshade.
+    cfg.INPUT.CRATER.RANDOM_SUN_AZIMUTH = False
 
     # ---------------------------------------------------------------- datasets
     cfg.DATASETS.CRATER = CN()

@@ -47,7 +47,8 @@ def load_crater_json(json_file, dataset_dir) -> list[dict]:
             "height": int(img["height"]),
             "width": int(img["width"]),
         }
-        for key in ("level", "region", "window"):
+        for key in ("level", "region", "window", "crs", "pixel_size_m", "lon0", "lat0", "dem_relief_m",
+                    "sun_elevation_deg", "ignore_below_px"):
             if key in img:
                 record[key] = img[key]
         objs = []

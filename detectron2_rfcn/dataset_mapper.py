@@ -20,7 +20,7 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-__all__ = ["CraterDatasetMapper", "Rot90Transform", "RandomRot90", "read_tile", "build_crater_augmentation"]
+__all__ = ["CraterDatasetMapper", "relight_hillshade", "Rot90Transform", "RandomRot90", "read_tile", "build_crater_augmentation"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,23 @@ def build_crater_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
     return augs
 
 
+def relight_hillshade(image: np.ndarray, channels: Sequence[str], record: dict, azimuth_deg: float) -> np.ndarray:
+    """``image`` (C, H, W) with its "hillshade" channel recomputed for a sun at ``azimuth_deg``
+    from its "dem" channel (min-max per tile) times the tile's ``dem_relief_m``, on pixels of
+    ``pixel_size_m``; unchanged when the record lacks either (e.g. tiles of etl.tiling)."""
+    from etl.rasters import DEFAULT_SUN_ELEVATION_DEG, hillshade, surface_gradient
+
+    relief, size = record.get("dem_relief_m"), record.get("pixel_size_m")
+    if not relief or not size:
+        return image
+    dem_m = image[list(channels).index("dem")].astype(np.float64) * float(relief)
+    shade = hillshade(*surface_gradient(dem_m, float(size)), azimuth_deg=azimuth_deg,
+                      elevation_deg=float(record.get("sun_elevation_deg") or DEFAULT_SUN_ELEVATION_DEG))
+    image = image.copy()
+    image[list(channels).index("hillshade")] = shade
+    return image
+
+
 class CraterDatasetMapper:
     """Maps one dataset dict (see ``detectron2_rfcn.data``) to ``{"image": (C, H, W) float32
     tensor, "instances", "height", "width", ...}``.
@@ -110,7 +127,8 @@ class CraterDatasetMapper:
 
     @configurable
     def __init__(self, is_train: bool, *, augmentations: List[T.Augmentation], num_channels: int,
-                 fill_values: Sequence[float], truncated_policy: str = "keep"):
+                 fill_values: Sequence[float], truncated_policy: str = "keep",
+                 channels: Sequence[str] = (), random_sun_azimuth: bool = False):
         if truncated_policy not in ("keep", "drop"):
             raise ValueError(f"INPUT.CRATER.TRUNCATED must be 'keep' or 'drop', got {truncated_policy!r}")
         self.is_train = is_train
@@ -118,6 +136,11 @@ class CraterDatasetMapper:
         self.num_channels = num_channels
         self.fill_values = list(fill_values)
         self.truncated_policy = truncated_policy
+        self.channels = list(channels)
+        self.random_sun_azimuth = bool(random_sun_azimuth) and is_train
+        if self.random_sun_azimuth and not {"hillshade", "dem"} <= set(self.channels):
+            raise ValueError(f"INPUT.CRATER.RANDOM_SUN_AZIMUTH needs the 'hillshade' and 'dem' channels, "
+                             f"the model has {self.channels}")
         logger.info("[CraterDatasetMapper] %s augmentations: %s", "train" if is_train else "test", augmentations)
 
     @classmethod
@@ -128,11 +151,15 @@ class CraterDatasetMapper:
             "num_channels": len(cfg.MODEL.PIXEL_MEAN),
             "fill_values": cfg.MODEL.PIXEL_MEAN,
             "truncated_policy": cfg.INPUT.CRATER.TRUNCATED,
+            "channels": list(cfg.MODEL.RFCN.INPUT_CHANNELS),
+            "random_sun_azimuth": cfg.INPUT.CRATER.RANDOM_SUN_AZIMUTH,
         }
 
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
         image = read_tile(dataset_dict["file_name"], self.num_channels, self.fill_values)
+        if self.random_sun_azimuth:
+            image = relight_hillshade(image, self.channels, dataset_dict, float(np.random.uniform(0.0, 360.0)))
         image = image.transpose(1, 2, 0)  # HWC, Detectron2's transform convention
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)

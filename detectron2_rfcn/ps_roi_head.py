@@ -146,12 +146,32 @@ class PSROIHeads(ROIHeads):
         keep = torch.nonzero(labels >= 0).squeeze(1)
         return keep, labels[keep]
 
+    def drop_unlabelled_small(self, proposals: List[Instances], ignore_below_px: Optional[List[float]]
+                              ) -> List[Instances]:
+        """Remove background RoIs smaller than each image's ``ignore_below_px`` from the loss.
+
+        A catalogue complete only above some diameter (Head et al. 2010: 20 km) leaves smaller
+        craters unlabelled; a RoI on one would be taught as background. Below the limit an
+        unmatched RoI is therefore neither crater nor background (as scoring ignores unmatched
+        detections below it); RoIs matched to a labelled crater always count."""
+        if not ignore_below_px or len(ignore_below_px) != len(proposals):
+            return proposals
+        out = []
+        for p, limit in zip(proposals, ignore_below_px):
+            if limit > 0 and len(p):
+                boxes = p.proposal_boxes.tensor
+                size = torch.sqrt((boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0))
+                p = p[~((p.gt_classes == self.num_classes) & (size < limit))]
+            out.append(p)
+        return out
+
     def forward(self, images: ImageList, features: Dict[str, torch.Tensor], proposals: List[Instances],
                 targets: Optional[List[Instances]] = None):
         del images
         if self.training:
             assert targets is not None, "PSROIHeads needs targets in training"
             proposals = self.label_and_sample_proposals(proposals, targets)
+            proposals = self.drop_unlabelled_small(proposals, getattr(self, "ignore_below_px", None))
         x = self.reduce(features[self.in_feature])
         boxes = [p.proposal_boxes for p in proposals]
         rois = convert_boxes_to_pooler_format(boxes)

@@ -45,3 +45,10 @@ class RFCN(GeneralizedRCNN):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
+
+    def forward(self, batched_inputs):
+        if self.training:
+            # Tiles of an incomplete catalogue say below which size their craters are unlabelled
+            # (``ignore_below_px``, etl.local_tiles): the RoI head must not teach those as background.
+            self.roi_heads.ignore_below_px = [float(x.get("ignore_below_px") or 0.0) for x in batched_inputs]
+        return super().forward(batched_inputs)

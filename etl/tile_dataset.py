@@ -20,7 +20,11 @@ reads the result (``dataset.json`` through :func:`read_dataset_info`). The contr
                      otherwise a transform to the source image's pixels (x = column, y = -row)
       train.json, val.json, test.json   COCO, one category {id 1, "crater"}
                      images: id, file_name, height, width, tile_id, level, region, and window
-                             [col, row, width, height] in level-0 pixels of the source
+                             [col, row, width, height] in level-0 pixels of the source; tiles
+                             in their own projection (etl.local_tiles) add crs (PROJ string),
+                             pixel_size_m, lon0/lat0 (centre), dem_relief_m, and
+                             ignore_below_px (catalogue incomplete below it: unlabelled, not
+                             background)
                      annotations: id, image_id, category_id, bbox [x, y, w, h] in tile pixels,
                              area, iscrowd 0, diameter_px, truncated (the tile edge cuts the
                              crater, the box is clipped); when known lon, lat (degrees),
@@ -151,13 +155,16 @@ class TileDatasetWriter:
 
     def add_tile(self, split: str, tile_id: str, pixels: np.ndarray, *, transform, level: int = 1,
                  region, window: Sequence[int], annotations: Sequence[dict] = (),
-                 valid: np.ndarray | None = None) -> int:
+                 valid: np.ndarray | None = None, crs=None, image_extra: dict | None = None) -> int:
         """Write one tile and its labels; returns its image id.
 
         ``pixels`` float32 (C, H, W) in ``channels`` order; ``valid`` (H, W) marks the pixels
         that count towards the train statistics (all by default). Each annotation has
         ``box_xyxy`` (tile pixels), ``truncated`` and ``diameter_px``, plus any of
-        lon, lat, diameter_km, crater_id, age_class.
+        lon, lat, diameter_km, crater_id, age_class. ``crs`` gives this tile its own CRS (tiles
+        in a projection centred on each, ``etl.local_tiles``), else the dataset's is used;
+        ``image_extra`` adds keys to the tile's image record (e.g. its ``crs``, ``pixel_size_m``,
+        ``ignore_below_px``).
         """
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning
@@ -173,10 +180,15 @@ class TileDatasetWriter:
         _, height, width = pixels.shape
         rel = f"tiles/{split}/{tile_id}.tif"
         with warnings.catch_warnings():
-            if self.crs is None:  # known and said in dataset.json: the warning would only repeat it
+            tile_crs = self.crs
+            if crs is not None:
+                from etl.geometry import to_rasterio_crs
+
+                tile_crs = to_rasterio_crs(crs)
+            if tile_crs is None:  # known and said in dataset.json: the warning would only repeat it
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(self._tmp / rel, "w", driver="GTiff", width=width, height=height,
-                               count=len(self.channels), dtype="float32", crs=self.crs, transform=transform,
+                               count=len(self.channels), dtype="float32", crs=tile_crs, transform=transform,
                                compress="deflate", predictor=3) as ds:
                 ds.write(pixels)
                 ds.descriptions = tuple(self.channels)
@@ -187,7 +199,8 @@ class TileDatasetWriter:
         coco = self._coco[split]
         coco["images"].append({"id": self._image_id, "file_name": rel, "height": int(height), "width": int(width),
                                "tile_id": tile_id, "level": int(level), "region": _plain(region),
-                               "window": [int(v) for v in window]})
+                               "window": [int(v) for v in window],
+                               **{k: _plain(v) for k, v in (image_extra or {}).items()}})
         for ann in annotations:
             x0, y0, x1, y1 = (float(v) for v in ann["box_xyxy"])
             if not (0 <= x0 < x1 <= width + 1e-6 and 0 <= y0 < y1 <= height + 1e-6):

@@ -338,7 +338,7 @@ def build_dataset(dom_path, dem_path, catalogue, out_dir, *, tile_size_px: int =
                     if has_age:
                         ann["age_class"] = cat["age_class"].iloc[i]
                     annotations.append(ann)
-                writer.add_tile(tile.split, tile.tile_id, model_channels(dom, dem, grid.pixel_size_m),
+                writer.add_tile(tile.split, tile.tile_id, model_channels(dom, dem, grid),
                                 transform=grid.transform, level=tile.level, region=tile.region,
                                 window=tile.window_level0(), annotations=annotations, valid=valid)
             if tiles and not writer.n_tiles and no_elevation:

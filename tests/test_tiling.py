@@ -110,7 +110,7 @@ def test_tiles_are_georeferenced_model_inputs(dataset, world):
                 data = ds.read()
             # The pixels are the model channels of that window of the mosaics.
             dom, dem = read_aligned(dom_ds, dem_ds, expected)
-            np.testing.assert_allclose(data, model_channels(dom, dem, expected.pixel_size_m), atol=1e-5)
+            np.testing.assert_allclose(data, model_channels(dom, dem, expected), atol=1e-5)  # slope in ground metres
 
 
 def test_boxes_are_the_projected_craters(dataset):
