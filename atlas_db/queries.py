@@ -209,6 +209,32 @@ def age_class_summary(conn: Connection, polygon, age_run: str | None = None) -> 
     return _frame(conn, sql, {"region": region_wkt(polygon), "codes": list(AGE_CLASS_CODES), "run": age_run})
 
 
+def craters_with_age(conn: Connection, age_run: str, age_class: str | None = None) -> pd.DataFrame:
+    """Every crater dated by ``age_run`` (optionally only those of ``age_class``) with its class
+    probabilities, class and entropy."""
+    sql = (f"SELECT {CRATER_COLUMNS}, {', '.join(PROB_COLUMNS)}, age_class, entropy FROM crater_with_age "
+           "WHERE age_run = %(age_run)s" + (" AND age_class = %(age_class)s" if age_class else "")
+           + " ORDER BY crater_id")
+    return _frame(conn, sql, {"age_run": age_run, "age_class": age_class})
+
+
+def dated_craters_within(conn: Connection, lon: float, lat: float, radius_km: float, age_run: str,
+                         age_class: str | None = None) -> pd.DataFrame:
+    """Craters of ``age_run``'s atlas within ``radius_km`` of lon/lat (the cap search of
+    ``craters_within``) with their ages from ``age_run``, optionally of one ``age_class``; nearest first."""
+    _check_point(lon, lat)
+    if not (math.isfinite(radius_km) and radius_km >= 0):
+        raise ValueError(f"radius_km must be a finite distance >= 0, got {radius_km}")
+    sql = ("SELECT w.*, " + ", ".join(f"a.{p}" for p in PROB_COLUMNS) + ", a.age_class, a.entropy "
+           "FROM deepcraters_craters_within(%(lon)s, %(lat)s, %(radius_km)s, "
+           "(SELECT atlas_run FROM age_run_info WHERE run_name = %(age_run)s)) w "
+           "JOIN crater_with_age a ON a.run_name = w.run_name AND a.crater_id = w.crater_id "
+           "WHERE a.age_run = %(age_run)s" + (" AND a.age_class = %(age_class)s" if age_class else "")
+           + " ORDER BY w.distance_km")
+    return _frame(conn, sql, {"lon": float(lon), "lat": float(lat), "radius_km": float(radius_km),
+                              "age_run": age_run, "age_class": age_class})
+
+
 def new_craters(conn: Connection, run: str, catalogue: str) -> pd.DataFrame:
     """Craters of detection run ``run`` that match no crater of reference ``catalogue`` under
     the rule of ``etl.matching`` (the same rule the detector's evaluator uses)."""

@@ -190,6 +190,20 @@ def test_ages_file_loads_into_postgis_and_joins_the_atlas(trained, world, tmp_pa
     assert (got["age_class"] == expected["age_class"]).all()
     assert np.allclose(got["total"], 1.0, atol=1e-6)
     assert np.allclose(got["diameter_km"], atlas.set_index("crater_id").loc[got.index, "diameter_km"])
+    # The query functions of the ages: everything of the run, and a cap search checked by brute force.
+    from atlas_db import queries
+    from etl.moon import great_circle_distance_m
+
+    with atlas_engine.connect() as conn:
+        every = queries.craters_with_age(conn, f"{run}-ages")
+        lon0, lat0 = float(atlas["lon"].median()), float(atlas["lat"].median())
+        near = queries.dated_craters_within(conn, lon0, lat0, 20.0, f"{run}-ages")
+        near_cc = queries.dated_craters_within(conn, lon0, lat0, 20.0, f"{run}-ages", age_class="Cc")
+    assert sorted(every["crater_id"]) == sorted(ages["crater_id"])
+    dist_km = great_circle_distance_m(every["lon"], every["lat"], lon0, lat0) / 1000.0
+    assert sorted(near["crater_id"]) == sorted(every.loc[dist_km <= 20.0, "crater_id"]) and len(near) > 5
+    assert near["distance_km"].is_monotonic_increasing
+    assert sorted(near_cc["crater_id"]) == sorted(near.loc[near["age_class"] == "Cc", "crater_id"])
 
 
 def test_run_trials_reports_mean_and_spread(crater_set, tmp_path):

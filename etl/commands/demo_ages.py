@@ -112,8 +112,6 @@ def load_and_query_ages(url: str | None, ages_path: Path, world_dir: Path, run_n
                         center_lon_lat: tuple[float, float], radius_km: float = 100.0) -> None:
     """Load the age table and ask PostGIS: the Copernican craters near a point, and the craters
     of each age class on each geologic unit."""
-    from sqlalchemy import text
-
     from atlas_db import queries
     from atlas_db.engine import get_engine
     from etl.load import load_ages
@@ -124,22 +122,16 @@ def load_and_query_ages(url: str | None, ages_path: Path, world_dir: Path, run_n
     engine = get_engine(url)
     try:
         with engine.connect() as conn:
-            near = queries.craters_within(conn, lon, lat, radius_km, run=run_name)
-            rows = conn.execute(text(
-                "SELECT crater_id, lon, lat, diameter_km, age_class, p_cc, entropy FROM crater_with_age "
-                "WHERE run_name = :run AND age_run = :age_run AND crater_id = ANY(:ids)"),
-                {"run": run_name, "age_run": age_run, "ids": list(near["crater_id"].astype(str))}).fetchall()
-            dated = pd.DataFrame(rows, columns=["crater_id", "lon", "lat", "diameter_km", "age_class", "p_cc",
-                                                "entropy"])
-            young = dated[dated["age_class"] == "Cc"].sort_values("diameter_km", ascending=False)
-            print(f"\n-- {len(young)} Copernican craters (of {len(dated)} dated) within {radius_km:g} km of "
-                  f"({lon}, {lat}), largest first")
-            print(young.head(8).to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(young) else "(none)")
-            everything = pd.DataFrame(conn.execute(text(
-                "SELECT lon, lat, age_class FROM crater_with_age WHERE run_name = :run AND age_run = :age_run"),
-                {"run": run_name, "age_run": age_run}).fetchall(), columns=["lon", "lat", "age_class"])
+            young = queries.dated_craters_within(conn, lon, lat, radius_km, age_run, age_class="Cc")
+            near = queries.dated_craters_within(conn, lon, lat, radius_km, age_run)
+            everything = queries.craters_with_age(conn, age_run)
     finally:
         engine.dispose()
+    young = young.sort_values("diameter_km", ascending=False)
+    print(f"\n-- {len(young)} Copernican craters (of {len(near)} dated) within {radius_km:g} km of ({lon}, {lat}), "
+          "largest first")
+    cols = ["crater_id", "lon", "lat", "diameter_km", "distance_km", "p_cc", "entropy"]
+    print(young[cols].head(8).to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(young) else "(none)")
     everything["unit"] = units_at(world_dir, everything["lon"], everything["lat"])
     table = pd.crosstab(everything["unit"], everything["age_class"]).reindex(columns=list(CLASS_COLOURS),
                                                                            fill_value=0)
