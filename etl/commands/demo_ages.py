@@ -29,7 +29,9 @@ def train_age_net(world_dir: Path, model_dir: Path, iters: int, fresh: bool) -> 
     if fresh and (model_dir / "summary.json").exists():
         (model_dir / "summary.json").unlink()
     if subprocess.run(argv).returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed (its output is above)")
+        from etl.commands.demo import StepFailed
+
+        raise StepFailed(f"{' '.join(argv)} failed (its output is above)")
     return model
 
 
