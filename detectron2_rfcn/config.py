@@ -39,6 +39,11 @@ def add_rfcn_config(cfg: CN) -> CN:
     # Names of the input channels in the order of MODEL.PIXEL_MEAN (e.g. the tile
     # dataset's "channels"); used to adapt a first conv trained on other channels.
     cfg.MODEL.RFCN.INPUT_CHANNELS = ["dom", "dem", "slope"]
+    # Score threshold calibrated on validation data after training (the best-F1 threshold of
+    # TEST.CRATER_EVAL.CALIBRATION_SPLIT); engine.main writes it into OUTPUT_DIR/config.yaml, so
+    # it travels with the model and is the default of `deepcraters atlas` and `detect`.
+    # -1 = not calibrated (the tools then use 0.5).
+    cfg.MODEL.RFCN.CALIBRATED_SCORE_THRESH = -1.0
 
     # timm trunk (backbone "build_timm_backbone"): a light trunk for CPUs that, unlike
     # Detectron2's R-18/R-34, can dilate its last stage (stride 16 score maps as in the paper).
@@ -79,6 +84,16 @@ def add_rfcn_config(cfg: CN) -> CN:
     # rims under every illumination, not the one sun of the training mosaic. Needs the
     # "hillshade" and "dem" channels; tiles lacking the record keep their hillshade.
     cfg.INPUT.CRATER.RANDOM_SUN_AZIMUTH = False
+    # Scale jitter (training): resize each tile by a factor drawn log-uniformly from
+    # [min, max] (bilinear; boxes scaled alike). A crater at another scale is still a crater,
+    # so this teaches sizes the training set has few of. (1.0, 1.0) = off.
+    cfg.INPUT.CRATER.SCALE_JITTER = (1.0, 1.0)
+    # Brightness and contrast jitter (training) of the DOM channel only (named "dom" in
+    # MODEL.RFCN.INPUT_CHANNELS: sensor gain and exposure vary, elevation does not):
+    # x -> mean + (x - mean) * c + b with c ~ U(1 - CONTRAST, 1 + CONTRAST) and
+    # b ~ U(-BRIGHTNESS, BRIGHTNESS) x the tile's DOM std. 0 = off.
+    cfg.INPUT.CRATER.BRIGHTNESS = 0.0
+    cfg.INPUT.CRATER.CONTRAST = 0.0
 
     # ---------------------------------------------------------------- datasets
     cfg.DATASETS.CRATER = CN()
@@ -108,7 +123,23 @@ def add_rfcn_config(cfg: CN) -> CN:
     cfg.TEST.CRATER_EVAL.DIAMETER_BINS_PX = [10.0, 20.0, 40.0, 80.0, 160.0]
     # Also run pycocotools' COCO AP / AP50 (slow pure-Python path: no detectron2._C here).
     cfg.TEST.CRATER_EVAL.COCO_AP = True
+    # After training, calibrate the score threshold on <DATASETS.CRATER.NAME_PREFIX>_<split>
+    # (best F1 there) and record it as MODEL.RFCN.CALIBRATED_SCORE_THRESH. "" = do not.
+    cfg.TEST.CRATER_EVAL.CALIBRATION_SPLIT = "val"
+    # Write OUTPUT_DIR/learning_curves.png from Detectron2's metrics.json after training.
+    cfg.TEST.CRATER_EVAL.LEARNING_CURVES = True
     return cfg
+
+
+#: The score threshold of a model that was not calibrated.
+DEFAULT_SCORE_THRESH = 0.5
+
+
+def default_score_threshold(cfg: CN) -> float:
+    """The model's calibrated score threshold (MODEL.RFCN.CALIBRATED_SCORE_THRESH) when it has
+    one, else ``DEFAULT_SCORE_THRESH``."""
+    calibrated = float(cfg.MODEL.RFCN.get("CALIBRATED_SCORE_THRESH", -1.0))
+    return calibrated if calibrated >= 0 else DEFAULT_SCORE_THRESH
 
 
 def resolve_device(cfg: CN) -> CN:

@@ -2,15 +2,15 @@
 
 Unlike Detectron2's ``DatasetMapper`` (8-bit RGB/BGR images through PIL), it reads every
 band of a GeoTIFF with rasterio as float32 (no uint8 conversion, any number of channels)
-and applies only exact, crater-preserving augmentations: flips and 90-degree rotations
-(round craters stay round; no resampling blurs small rims). What they do to the sun
-direction of a DOM channel is documented at ``INPUT.CRATER`` in ``config.py``.
+and applies crater-preserving augmentations: flips and 90-degree rotations (exact: round
+craters stay round), and, when configured, scale jitter (bilinear) and brightness/contrast of
+the DOM channel only. What they do to the sun direction of a DOM channel is documented at
+``INPUT.CRATER`` in ``config.py``.
 """
 from __future__ import annotations
 
 import copy
 import logging
-import math
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -21,7 +21,8 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-__all__ = ["CraterDatasetMapper", "relight_hillshade", "Rot90Transform", "RandomRot90", "read_tile", "build_crater_augmentation"]
+__all__ = ["CraterDatasetMapper", "Rot90Transform", "RandomRot90", "ScaleJitter", "ChannelIntensityTransform",
+           "RandomChannelIntensity", "read_tile", "build_crater_augmentation", "relight_hillshade"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +87,73 @@ class RandomRot90(T.Augmentation):
         return T.NoOpTransform() if k == 0 else Rot90Transform(k, h, w)
 
 
+class ScaleJitter(T.Augmentation):
+    """Resize by a factor drawn log-uniformly from ``[min_scale, max_scale]`` (bilinear, any
+    number of float channels; boxes follow)."""
+
+    def __init__(self, min_scale: float, max_scale: float):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        h, w = image.shape[:2]
+        s = float(np.exp(np.random.uniform(np.log(self.min_scale), np.log(self.max_scale))))
+        nh, nw = max(int(round(h * s)), 1), max(int(round(w * s)), 1)
+        return T.NoOpTransform() if (nh, nw) == (h, w) else T.ResizeTransform(h, w, nh, nw)
+
+
+class ChannelIntensityTransform(T.Transform):
+    """``x -> mean + (x - mean) * contrast + brightness`` on some channels of an (H, W, C)
+    image (the others, e.g. elevation, keep their values); geometry unchanged."""
+
+    def __init__(self, channels: Sequence[int], contrast: float, brightness: float):
+        super().__init__()
+        self._set_attributes(locals())
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        img = np.array(img, dtype=np.float32, copy=True)
+        for c in self.channels:
+            band = img[..., c]
+            mean = float(band.mean())
+            img[..., c] = mean + (band - mean) * self.contrast + self.brightness
+        return img
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        return coords
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return segmentation
+
+
+class RandomChannelIntensity(T.Augmentation):
+    """Contrast ~ U(1 - contrast, 1 + contrast) and brightness ~ U(-brightness, brightness) x the
+    channels' std, on the given channels (the DOM: sensor gain and exposure vary)."""
+
+    def __init__(self, channels: Sequence[int], brightness: float, contrast: float):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        std = float(image[..., list(self.channels)].std()) if len(self.channels) else 0.0
+        return ChannelIntensityTransform(self.channels, float(np.random.uniform(1 - self.contrast, 1 + self.contrast)),
+                                         float(np.random.uniform(-self.brightness, self.brightness)) * std)
+
+
 def build_crater_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
-    """Flips / quarter turns from ``cfg.INPUT.CRATER`` (training only; tests see tiles as they are)."""
+    """Flips / quarter turns / scale jitter / DOM brightness and contrast from ``cfg.INPUT.CRATER``
+    (training only; tests see tiles as they are)."""
     if not is_train:
         return []
     augs: List[T.Augmentation] = []
     c = cfg.INPUT.CRATER
+    lo, hi = (float(v) for v in c.SCALE_JITTER)
+    if not 0 < lo <= hi:
+        raise ValueError(f"INPUT.CRATER.SCALE_JITTER must be (min, max) with 0 < min <= max, got {c.SCALE_JITTER}")
+    if (lo, hi) != (1.0, 1.0):
+        augs.append(ScaleJitter(lo, hi))
+    dom = [i for i, name in enumerate(cfg.MODEL.RFCN.INPUT_CHANNELS) if name == "dom"]
+    if (c.BRIGHTNESS > 0 or c.CONTRAST > 0) and dom:
+        augs.append(RandomChannelIntensity(dom, float(c.BRIGHTNESS), float(c.CONTRAST)))
     if c.HFLIP_PROB > 0:
         augs.append(T.RandomFlip(prob=c.HFLIP_PROB, horizontal=True, vertical=False))
     if c.VFLIP_PROB > 0:
@@ -164,12 +226,8 @@ class CraterDatasetMapper:
         image = image.transpose(1, 2, 0)  # HWC, Detectron2's transform convention
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
-        h0, w0 = image.shape[:2]  # before the augmentations
         image = aug_input.image
         h, w = image.shape[:2]
-        if dataset_dict.get("ignore_below_px"):
-            # A size limit in pixels scales with the tile (scale jitter).
-            dataset_dict["ignore_below_px"] = float(dataset_dict["ignore_below_px"]) * math.sqrt(h * w / (h0 * w0))
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
         if not self.is_train:

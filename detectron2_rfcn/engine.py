@@ -11,12 +11,15 @@ The tile dataset named by ``DATASETS.CRATER.DIR`` is registered as
 """
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.evaluation import verify_results
+from detectron2.evaluation import inference_on_dataset, verify_results
+from detectron2.utils import comm
 
 from .config import get_rfcn_cfg
 from .data import setup_crater_datasets
@@ -48,10 +51,23 @@ def check_norm_for_training(cfg) -> None:
                          "add: MODEL.RESNETS.NORM BN MODEL.BACKBONE.FREEZE_AT 0")
 
 
+def drop_empty_test_sets(cfg) -> list[str]:
+    """Remove from ``DATASETS.TEST`` the registered datasets without a tile (a NAC dataset built
+    with ``--test 0``): Detectron2 refuses to evaluate an empty dataset, at the end of training.
+    Returns the names removed (cfg must not be frozen)."""
+    registered = set(DatasetCatalog.list())
+    empty = [n for n in cfg.DATASETS.TEST if n in registered and not DatasetCatalog.get(n)]
+    if empty:
+        logging.getLogger(__name__).info("not evaluating %s: no tiles", ", ".join(empty))
+        cfg.DATASETS.TEST = tuple(n for n in cfg.DATASETS.TEST if n not in empty)
+    return empty
+
+
 def setup(args):
     """get_cfg + add_rfcn_config -> merge file -> merge overrides -> register datasets -> freeze."""
     cfg = get_rfcn_cfg(args.config_file, args.opts)
     setup_crater_datasets(cfg)
+    drop_empty_test_sets(cfg)
     if not args.eval_only:
         check_norm_for_training(cfg)
     cfg.freeze()
@@ -74,7 +90,97 @@ def main(args):
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    results = trainer.train()
+    if comm.is_main_process():
+        if cfg.TEST.CRATER_EVAL.LEARNING_CURVES:
+            plot_learning_curves(Path(cfg.OUTPUT_DIR) / "metrics.json", Path(cfg.OUTPUT_DIR) / "learning_curves.png")
+        calibrate_score_threshold(cfg, trainer.model, results)
+    return results
+
+
+def calibrate_score_threshold(cfg, model, results: dict | None = None) -> float | None:
+    """The best-F1 score threshold on ``<NAME_PREFIX>_<TEST.CRATER_EVAL.CALIBRATION_SPLIT>``,
+    recorded with the model: ``OUTPUT_DIR/config.yaml`` gets MODEL.RFCN.CALIBRATED_SCORE_THRESH
+    (the default threshold of ``deepcraters atlas`` and ``detect`` and of evaluation with that
+    config) and ``OUTPUT_DIR/calibration.json`` the metrics there. Reuses the split's metrics
+    from the end-of-training evaluation when it was one of DATASETS.TEST. None when there is no
+    such split or it is empty."""
+    split = cfg.TEST.CRATER_EVAL.CALIBRATION_SPLIT
+    name = f"{cfg.DATASETS.CRATER.NAME_PREFIX}_{split}"
+    if not split or name not in DatasetCatalog.list() or not DatasetCatalog.get(name):
+        return None
+    metrics = None
+    if results:
+        by_name = results if name in results else ({name: results} if tuple(cfg.DATASETS.TEST) == (name,) else {})
+        metrics = (by_name.get(name) or {}).get("craters")
+    if metrics is None:
+        evaluator = CraterEvaluator.from_config(cfg, name, distributed=False)
+        evaluator.coco_ap = False
+        was_training = model.training
+        metrics = inference_on_dataset(model, Trainer.build_test_loader(cfg, name), evaluator)["craters"]
+        model.train(was_training)
+    threshold = float(metrics["best_f1_score_thresh"])
+    if threshold != threshold:  # NaN: nothing detected, nothing to calibrate
+        return None
+    out = Path(cfg.OUTPUT_DIR)
+    calibrated = cfg.clone()
+    calibrated.defrost()
+    calibrated.MODEL.RFCN.CALIBRATED_SCORE_THRESH = threshold
+    (out / "config.yaml").write_text(calibrated.dump())
+    (out / "calibration.json").write_text(json.dumps(
+        {"dataset": name, "score_thresh": threshold, "best_f1": metrics["best_f1"], "metrics": metrics},
+        indent=2) + "\n")
+    logging.getLogger(__name__).info("score threshold calibrated on %s: %.3f (best F1 %.1f %%), recorded in %s",
+                                     name, threshold, metrics["best_f1"], out / "config.yaml")
+    return threshold
+
+
+def plot_learning_curves(metrics_json, out_png) -> Path | None:
+    """Losses (smoothed over 20 iterations) and learning rate against iteration, from Detectron2's
+    ``metrics.json`` (one JSON object per line), plus the crater metrics of any evaluations."""
+    metrics_json = Path(metrics_json)
+    if not metrics_json.is_file():
+        return None
+    rows = [json.loads(line) for line in metrics_json.read_text().splitlines() if line.strip()]
+    train = [r for r in rows if "total_loss" in r]
+    if not train:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    it = np.array([r["iteration"] for r in train])
+    fig, (ax, ax_eval) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    for key in ["total_loss"] + sorted(k for k in train[0] if k.startswith("loss_")):
+        v = np.array([r.get(key, np.nan) for r in train], dtype=float)
+        k = min(20, len(v))
+        smooth = np.convolve(np.nan_to_num(v), np.ones(k) / k, mode="valid")
+        ax.plot(it[k - 1:], smooth, label=key, lw=2 if key == "total_loss" else 1)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (mean of 20 iterations)")
+    ax.legend(fontsize=8)
+    if "lr" in train[0]:
+        lr_ax = ax.twinx()
+        lr_ax.plot(it, [r.get("lr", np.nan) for r in train], color="0.5", ls=":", label="learning rate")
+        lr_ax.set_ylabel("learning rate (dotted)")
+    evals = [r for r in rows if any(k.endswith("craters/best_f1") for k in r)]
+    for r in evals:
+        for k, v in r.items():
+            if k.endswith("craters/best_f1") or k.endswith("bbox/AP50"):
+                ax_eval.scatter(r["iteration"], v, label=k)
+    ax_eval.set_xlabel("iteration")
+    ax_eval.set_ylabel("%")
+    ax_eval.set_title("evaluations (TEST.EVAL_PERIOD and the end of training)" if evals else "no evaluation")
+    if evals:
+        ax_eval.legend(fontsize=8)
+    fig.suptitle(f"learning curves: {metrics_json.parent.name}")
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png
 
 
 if __name__ == "__main__":

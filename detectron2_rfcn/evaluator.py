@@ -15,7 +15,9 @@ ignored crater; an unmatched detection smaller than ``min_diameter_px``.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import itertools
 import logging
 from collections import OrderedDict
@@ -116,7 +118,9 @@ class CraterEvaluator(DatasetEvaluator):
             else MATCH_MAX_CENTRE_DISTANCE_FRAC,
             max_diameter_ratio=c.MAX_DIAMETER_RATIO if c.MAX_DIAMETER_RATIO > 0 else MATCH_MAX_DIAMETER_RATIO,
             min_diameter_px=c.MIN_DIAMETER_PX,
-            score_thresh=c.SCORE_THRESH,
+            # A calibrated model is judged at its own threshold (config.py, CALIBRATED_SCORE_THRESH).
+            score_thresh=(cfg.MODEL.RFCN.CALIBRATED_SCORE_THRESH if cfg.MODEL.RFCN.CALIBRATED_SCORE_THRESH >= 0
+                          else c.SCORE_THRESH),
             target_precision=c.TARGET_PRECISION,
             diameter_bins_px=c.DIAMETER_BINS_PX,
             coco_ap=c.COCO_AP,
@@ -241,8 +245,9 @@ class CraterEvaluator(DatasetEvaluator):
         return res
 
     def coco_metrics(self, predictions: List[dict]) -> Dict[str, float]:
-        """COCO AP via pycocotools (its standard maxDets 1/10/100: AP counts each tile's 100 best
-        detections); truncated and small craters are crowd (ignore) regions there too."""
+        """COCO AP via pycocotools; truncated and small craters are crowd (ignore) regions there too.
+        AP counts every detection of an image (COCO's default of 100 would cap recall on a NAC
+        frame of ~1,200 craters)."""
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
@@ -263,11 +268,22 @@ class CraterEvaluator(DatasetEvaluator):
         coco_gt = COCO()
         coco_gt.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "crater"}]}
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(dets)
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.params.imgIds = sorted({p["image_id"] for p in predictions})
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-        names = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
-        return {n: float(100.0 * v) if v >= 0 else float("nan") for n, v in zip(names, ev.stats[:6])}
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            coco_dt = coco_gt.loadRes(dets)
+            ev = COCOeval(coco_gt, coco_dt, "bbox")
+            ev.params.imgIds = sorted({p["image_id"] for p in predictions})
+            most = max(len(p["scores"]) for p in predictions)
+            ev.params.maxDets = [1, 10, max(100, most)]
+            ev.evaluate()
+            ev.accumulate()
+        # COCOeval.summarize() reads AP at maxDets=100 only; read it at our last maxDets instead.
+        precision = ev.eval["precision"][..., -1]  # [IoU, recall, class, area]
+
+        def mean_ap(iou=None, area=0):
+            p = precision[:, :, :, area] if iou is None else precision[np.flatnonzero(np.isclose(ev.params.iouThrs, iou)), :, :, area]
+            return float(100.0 * p[p > -1].mean()) if np.any(p > -1) else float("nan")
+
+        res = {"AP": mean_ap(), "AP50": mean_ap(0.5), "AP75": mean_ap(0.75), "APs": mean_ap(area=1),
+               "APm": mean_ap(area=2), "APl": mean_ap(area=3)}
+        logger.info("COCO AP (all detections of an image): %s", ", ".join(f"{k} {v:.1f}" for k, v in res.items()))
+        return res

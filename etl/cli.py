@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tiles": ("etl.commands.tiles:main", "cut mosaics + catalogue into a Detectron2-ready tile dataset"),
     "figure": ("etl.commands.figure:main", "draw a DOM/DEM tile with its catalogue boxes to a PNG"),
     "atlas": ("etl.commands.atlas:main", "detect every crater of a DOM + DEM mosaic with a trained R-FCN"),
+    "detect": ("etl.commands.detect:main", "detect the craters of plain images (NAC PNGs) at native size"),
+    "evaluate": ("etl.commands.evaluate:main", "score an atlas against a reference catalogue (P, R, F1, errors, SFD)"),
     "ages": ("etl.commands.ages:main", "date every crater of an atlas with a trained age network (5 lunar systems)"),
     "load": ("etl.commands.load:main", "validate atlas/age files and load them into PostGIS (idempotent)"),
     "query": ("etl.commands.query:main", "spatial queries on the crater atlas in PostGIS"),

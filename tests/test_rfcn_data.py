@@ -143,10 +143,11 @@ def test_nac_frames_become_a_tile_dataset_without_a_crs(tmp_path):
             dst.write(rng.integers(0, 256, (1, 300, 300), dtype=np.uint8))
         # One crater inside the first tile, one cut by the edge between the first two tiles.
         (tmp_path / f"f{k}.txt").write_text("ID,X,Y,W,H,C_X,CY\n0,10,10,20,20,20,20\n1,118,40,20,20,128,50\n")
-    out = convert_nac_to_tile_dataset(tmp_path, tmp_path / "ds", n_train=1, n_val=1, n_test=1, tile_size_px=128)
+    out = convert_nac_to_tile_dataset(tmp_path, tmp_path / "ds", n_val=1, n_test=1, tile_size_px=128, overlap_px=0)
     info = json.loads((out / "dataset.json").read_text())
     assert info["crs"] is None and info["crs_note"] == NAC_CRS_NOTE and info["channels"] == ["dom"]
-    assert info["splits"] == {"train": 4, "val": 4, "test": 4}  # 2 x 2 whole tiles a frame, remainder left out
+    # Training frame: tiles at 0, 128 and 172 (flush with the edge) on each axis; val/test frames whole.
+    assert info["splits"] == {"train": 9, "val": 1, "test": 1}
     coco = json.loads((out / "train.json").read_text())
     first = [a for a in coco["annotations"] if a["image_id"] == coco["images"][0]["id"]]
     assert [(a["bbox"], a["truncated"]) for a in first] == [([10.0, 10.0, 20.0, 20.0], False),

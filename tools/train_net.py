@@ -7,9 +7,9 @@ setup() and the checks live in ``detectron2_rfcn.engine``; this script only laun
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/rfcn_synth/model_final.pth
     python tools/train_net.py --num-gpus 8 --config-file configs/rfcn_R_50_C4_1x.yaml ...
 """
-from detectron2.engine import default_argument_parser, launch
-
+# detectron2_rfcn first: importing it silences Detectron2's import-time warnings.
 from detectron2_rfcn.engine import main
+from detectron2.engine import default_argument_parser, launch  # noqa: I001
 
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
