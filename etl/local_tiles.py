@@ -198,6 +198,13 @@ def plan_local_tiles(box: LonLatBox, *, pixel_size_m: float, tile_size_px: int, 
                                  split)
                 if box.contains(*tile_footprint_lonlat(tile)).all():
                     tiles.append(tile)
+        # A box around a pole gets a tile centred on it: the rows' tiles end at the pole, so a crater
+        # on it would be cut by all of them.
+        for pole in (90.0, -90.0):
+            if box.all_longitudes and (box.lat_max if pole > 0 else -box.lat_min) >= 90.0 - half_deg:
+                tile = LocalTile(level, 0.0, pole, int(tile_size_px), float(size_m), split)
+                if box.contains(*tile_footprint_lonlat(tile)).all():
+                    tiles.append(tile)
     return tiles
 
 

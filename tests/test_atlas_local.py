@@ -21,7 +21,7 @@ from etl.local_tiles import LonLatBox
 from etl.rasters import hillshade, surface_gradient
 from lunar_bowls import bowl_dem, write_global
 
-CRATERS = [(30.0, 60.0, 300.0), (179.8, 0.0, 200.0), (-60.0, -20.0, 150.0)]
+CRATERS = [(30.0, 60.0, 300.0), (179.8, 0.0, 200.0), (-60.0, -20.0, 150.0), (45.0, 88.5, 200.0)]
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +68,12 @@ def test_a_crater_on_the_antimeridian_is_found_once(global_dem):
                        regions=(LonLatBox(-180, -40, 180, 40),), merge=False, progress=False)
     raw_seam = raw[(raw["lon"].abs() > 175.0) & (raw["lat"].abs() < 5.0)]
     assert len(raw_seam) > 1 and set(raw_seam["level"]) == {1, 2}
-    assert len(atlas) == 2  # the 60 N crater lies outside the band; the -20 S one is in it
+    assert len(atlas) == 2  # the 60 N and polar craters lie outside the band; the -20 S one is in it
 
 
 @pytest.mark.slow
 def test_craters_read_from_pixels_come_back_round_with_lon_lat_and_diameter(global_dem):
+    # Over the whole Moon: at 60 N, on the antimeridian, and on the north pole (a tile centred on it).
     settings = AtlasSettings(levels=(1,), tile_size_px=64, overlap_px=32, min_diameter_px=4.0,
                              max_diameter_px=32.0, score_threshold=0.5)
     atlas = detect_local(depressions, dem_path=global_dem, pixel_size_m=15_000.0, settings=settings,
