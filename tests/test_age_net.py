@@ -177,3 +177,29 @@ def test_config_rejects_unknown_values():
         get_age_cfg(None, ["MODEL.IMAGE_CHANNELS", "['slope']"])
     with pytest.raises(AssertionError, match="Non-existent key"):  # yacs' way of refusing a typo
         get_age_cfg(None, ["SOLVER.NOT_A_KEY", "1"])
+
+
+@pytest.mark.parametrize("path", [p for p in AGE_YAMLS if p.name != "Base-AgeNet.yaml"],
+                         ids=lambda p: str(p.relative_to(CONFIG_DIR)))
+def test_age_net_leaf_sits_on_the_base_and_states_only_what_differs(path):
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    assert (path.parent / raw.pop("_BASE_")).resolve() == CONFIG_DIR / "Base-AgeNet.yaml"
+    from age_net.config import get_age_cfg_defaults
+
+    base = get_age_cfg_defaults()  # unresolved: MODEL.DEVICE stays "auto"
+    base.merge_from_file(str(CONFIG_DIR / "Base-AgeNet.yaml"))
+
+    def walk(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    for key, value in walk(raw):
+        node = base
+        for part in key.split("."):
+            node = node[part]
+        assert node != value, f"{path.name}: {key} restates the base's value {value!r}"
