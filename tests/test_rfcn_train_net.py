@@ -37,6 +37,15 @@ def test_train_then_eval_only(tmp_path):
     engine.main(parser.parse_args(common + opts))
     weights = out / "model_final.pth"
     assert weights.is_file() and (out / "config.yaml").is_file()
+    # Training records the threshold calibrated on the val split with the model, and draws its curves.
+    from detectron2_rfcn.config import default_score_threshold, get_rfcn_cfg
+
+    calibration = json.loads((out / "calibration.json").read_text())
+    saved = get_rfcn_cfg(str(out / "config.yaml"))
+    assert calibration["dataset"] == "trainnet_val" and 0.0 <= calibration["score_thresh"] <= 1.0
+    assert saved.MODEL.RFCN.CALIBRATED_SCORE_THRESH == pytest.approx(calibration["score_thresh"])
+    assert default_score_threshold(saved) == pytest.approx(calibration["score_thresh"])
+    assert (out / "learning_curves.png").stat().st_size > 5000
 
     res = engine.main(parser.parse_args(common + ["--eval-only"] + opts + ["MODEL.WEIGHTS", str(weights)]))
     craters = res["craters"]

@@ -114,18 +114,20 @@ def _main(argv: list[str] | None) -> int:
         _done(t0, f"reusing {weights}")
 
     t0 = _step("4/6 evaluate on the held-out test region")
-    _train_net(*config, "--eval-only", *opts, "MODEL.WEIGHTS", str(weights), "DATASETS.TEST", "('craters_test',)")
+    # The config training saved holds the score threshold calibrated on the val region.
+    _train_net("--config-file", str(model_dir / "config.yaml"), "--eval-only", *opts, "MODEL.WEIGHTS", str(weights),
+               "DATASETS.TEST", "('craters_test',)")
     _done(t0, "metrics above (precision, recall, F1 by diameter bin)")
 
     t0 = _step("5/6 atlas of the whole mosaic")
     if args.fresh or not atlas_path.exists():
         from detectron2_rfcn.atlas import AtlasSettings, write_mosaic_atlas
-        from detectron2_rfcn.config import get_rfcn_cfg
+        from detectron2_rfcn.config import default_score_threshold, get_rfcn_cfg
 
-        # The config training saved: same channels, pixel statistics and model as the weights.
+        # The config training saved: same channels, pixel statistics, model and calibrated threshold.
         cfg = get_rfcn_cfg(str(model_dir / "config.yaml"))
         settings = AtlasSettings(levels=(1, 2), tile_size_px=args.tile_size, overlap_px=args.tile_size // 4,
-                                 max_diameter_px=args.tile_size // 4)
+                                 max_diameter_px=args.tile_size // 4, score_threshold=default_score_threshold(cfg))
         atlas = write_mosaic_atlas(cfg, str(weights), world_dir / "dom.tif", world_dir / "dem.tif", atlas_path,
                                    run_name=run_name, settings=settings)
         _done(t0, f"{len(atlas)} craters -> {atlas_path}")
