@@ -216,3 +216,16 @@ def test_tiles_command_cuts_a_dem_only_local_dataset(bowls_tif, tmp_path):
     rc = main(["--dem", str(bowls_tif), "--catalogue", str(cat), "--out", str(tmp_path / "bad"), "--projection",
                "local", "--channels", "hillshade", "--train=-180,-60,0,60", "--test=-10,-60,60,60", "--quiet"])
     assert rc == 1 and not (tmp_path / "bad").exists()
+
+
+def test_lola_evaluation_says_what_is_missing(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_lola.py"
+    done = subprocess.run([sys.executable, str(script), "--lola", str(tmp_path / "none"), "--work", str(tmp_path / "w")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "missing" in done.stderr and "dem.tif" in done.stderr and "lunar-rasters" in done.stderr
+    assert not (tmp_path / "w").exists()
