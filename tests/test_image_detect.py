@@ -136,3 +136,17 @@ def test_empty_test_split_is_not_evaluated(tmp_path):
     setup_crater_datasets(cfg)
     assert drop_empty_test_sets(cfg) == ["nacempty_test"]
     assert tuple(cfg.DATASETS.TEST) == ("nacempty_val",)
+
+
+def test_figure_draws_a_tile_dataset_without_a_crs(tmp_path):
+    from etl.cli import main
+    from etl.commands.figure import draw_dataset_tile_figure
+    from detectron2_rfcn.nac_data import convert_nac_to_tile_dataset
+
+    _fake_nac(tmp_path, 3)
+    out = convert_nac_to_tile_dataset(tmp_path, tmp_path / "ds", n_val=1, n_test=1, tile_size_px=128)
+    assert main(["figure", "--dataset", str(out), "--split", "test", "--out", str(tmp_path / "t.png")]) == 0
+    with Image.open(tmp_path / "t.png") as png:
+        assert png.size[0] > 300 and png.size[1] > 300
+    with pytest.raises(ValueError, match="no tile 'nope'"):
+        draw_dataset_tile_figure(out, tmp_path / "u.png", tile_id="nope")

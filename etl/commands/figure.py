@@ -112,6 +112,73 @@ def draw_tile_figure(world_dir, out_png, *, tile_size_px: int = 384, col_off: in
     return out
 
 
+def draw_dataset_tile_figure(dataset_dir, out_png, *, split: str = "train", tile_id: str | None = None,
+                             dpi: int = 80) -> Path:
+    """Draw one tile of any tile dataset (``etl.tile_dataset``: synthetic or real mosaics, LOLA,
+    NAC frames): every channel side by side with the tile's crater boxes (dashed: cut by the
+    tile edge). ``tile_id`` None picks the tile with the most craters. Returns the PNG path."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import rasterio
+    from matplotlib.patches import Rectangle
+    from rasterio.errors import NotGeoreferencedWarning
+
+    from etl.tile_dataset import read_dataset_info
+
+    ds = Path(dataset_dir)
+    info = read_dataset_info(ds)
+    coco = json.loads((ds / f"{split}.json").read_text())
+    if not coco["images"]:
+        raise ValueError(f"{ds}: the {split} split has no tiles")
+    by_image: dict[int, list] = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    if tile_id is None:
+        image = max(coco["images"], key=lambda im: len(by_image.get(im["id"], [])))
+    else:
+        matches = [im for im in coco["images"] if im.get("tile_id") == tile_id]
+        if not matches:
+            raise ValueError(f"{ds}: no tile {tile_id!r} in the {split} split")
+        image = matches[0]
+    import warnings
+
+    with warnings.catch_warnings():  # a NAC dataset says it has no CRS (dataset.json's crs_note)
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(ds / image["file_name"]) as src:
+            pixels = src.read(out_dtype="float32", masked=True)
+            georeferenced = src.crs is not None
+            pixel_m = abs(src.transform.a) if georeferenced else None
+    channels = info["channels"]
+    n = len(channels)
+    fig, axes = plt.subplots(1, n, figsize=(6.2 * n, 6.4), dpi=dpi, constrained_layout=True, squeeze=False)
+    cmaps = {"dom": "gray", "hillshade": "gray", "dem": "gist_earth", "slope": "magma"}
+    anns = by_image.get(image["id"], [])
+    for ax, name, band in zip(axes[0], channels, pixels):
+        shown = ax.imshow(np.ma.filled(band, np.nan), cmap=cmaps.get(name, "viridis"), interpolation="nearest")
+        if name not in ("dom", "hillshade"):
+            fig.colorbar(shown, ax=ax, shrink=0.8, pad=0.02).set_label(f"{name} (tile values)")
+        for a in anns:
+            x, y, w, h = a["bbox"]
+            ax.add_patch(Rectangle((x, y), w, h, fill=False, lw=0.9, edgecolor="#d7191c",
+                                   ls="--" if a.get("truncated") else "-"))
+        ax.set_title(name)
+        ax.set_xlabel("column (px)")
+    axes[0][0].set_ylabel("row (px)")
+    size = f"{image['width']} x {image['height']} px" + (f" at {pixel_m:g} (CRS units)/px" if pixel_m else "")
+    fig.suptitle(f"{ds.name}/{split}: tile {image.get('tile_id', image['id'])}\n({size}, level {image.get('level', 1)}), "
+                 f"{len(anns)} craters (dashed: cut by the tile edge)"
+                 + ("" if georeferenced else "; not georeferenced"), fontsize=11)
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def _crs_name(crs) -> str:
     """'IAU_2015:30110 (Moon (2015) - Sphere / Ocentric / Equirectangular, clon = 0)' or the WKT name."""
     import pyproj
@@ -127,10 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
         description=("Draw one tile of a synthetic world (or any directory with dom.tif, dem.tif and a "
                      "catalogue.csv with lon, lat, diameter_km, age_class): the DOM with each catalogued "
                      "crater's projected rim box coloured by age class, and the DEM with a colour bar in metres. "
-                     "Without --world, a small world is generated first (a few seconds)."),
+                     "Without --world, a small world is generated first (a few seconds). With --dataset, one "
+                     "tile of any tile dataset (real or synthetic; every channel) with its crater boxes."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", required=True, help="PNG to write (e.g. docs/synthetic_tile.png)")
     ap.add_argument("--world", default=None, help="world directory from 'deepcraters synth'")
+    ap.add_argument("--dataset", default=None,
+                    help="a tile dataset instead (from 'deepcraters tiles' or detectron2_rfcn.nac_data: real or "
+                         "synthetic): draw one of its tiles, every channel, with its crater boxes")
+    ap.add_argument("--split", default="train", help="with --dataset: the split (train, val, test)")
+    ap.add_argument("--tile-id", default=None, help="with --dataset: the tile (default: the one with most craters)")
     ap.add_argument("--tile-size", type=int, default=384, help="tile side, pixels")
     ap.add_argument("--col", type=int, default=None, help="tile's left column (default: the richest window)")
     ap.add_argument("--row", type=int, default=None, help="tile's top row (default: the richest window)")
@@ -141,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.world:
+    if args.dataset:
+        out = draw_dataset_tile_figure(args.dataset, args.out, split=args.split, tile_id=args.tile_id, dpi=args.dpi)
+    elif args.world:
         out = draw_tile_figure(args.world, args.out, tile_size_px=args.tile_size, col_off=args.col,
                                row_off=args.row, dpi=args.dpi)
     else:
