@@ -281,19 +281,21 @@ def test_inprocess_and_ray_give_the_same_atlas(world, untrained_model, tmp_path)
     from detectron2_rfcn.atlas_scale import write_mosaic_atlas_chunked
 
     _, cfg, weights = untrained_model
-    kw = dict(run_name="engines", settings=REAL_SETTINGS, scale=REAL_SCALE, progress=False)
+    kw = dict(run_name="engines", settings=REAL_SETTINGS, progress=False)
     # Ray actors run torch on one thread each: so does the in-process run, so that both sum in
-    # one order and agree to the bit.
+    # one order and agree to the bit. It also runs one tile per pass: batches of tiles of one
+    # shape change nothing (why the batch size is not part of a chunk id).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        inproc, s_in = write_mosaic_atlas_chunked(cfg, str(weights), world.dom_path, world.dem_path,
-                                                  tmp_path / "inprocess.parquet", **kw)
+        inproc, s_in = write_mosaic_atlas_chunked(
+            cfg, str(weights), world.dom_path, world.dem_path, tmp_path / "inprocess.parquet",
+            scale=ScaleSettings(chunk_tiles=4, batch_size=1, merge_block_px=128), **kw)
     finally:
         torch.set_num_threads(threads)
     on_ray, s_ray = write_mosaic_atlas_chunked(
         cfg, str(weights), world.dom_path, world.dem_path, tmp_path / "ray.parquet", engine="ray", workers=2,
-        cpus_per_worker=1, ray_init={"num_cpus": 2, "object_store_memory": 100 * 2**20}, **kw)
+        cpus_per_worker=1, ray_init={"num_cpus": 2, "object_store_memory": 100 * 2**20}, scale=REAL_SCALE, **kw)
     assert s_in.chunks_computed == s_ray.chunks_computed == 5 and s_ray.workers == 2
     assert len(inproc) > 10  # an untrained model fires everywhere at score 0: plenty to merge
     cols = ["lon", "lat", "diameter_km", "score", "x0_px", "y0_px", "x1_px", "y1_px", "level"]
