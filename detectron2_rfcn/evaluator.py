@@ -172,6 +172,7 @@ class CraterEvaluator(DatasetEvaluator):
             return {}
         results = OrderedDict()
         results["craters"] = self.crater_metrics(predictions)
+        logger.info("%s", self.summary(results["craters"]))
         if self.coco_ap:
             results["bbox"] = self.coco_metrics(predictions)
         return copy.deepcopy(results)
@@ -243,6 +244,21 @@ class CraterEvaluator(DatasetEvaluator):
             res[f"precision_{name}"] = 100.0 * float(tp[in_det].mean()) if in_det.any() else float("nan")
             res[f"num_gt_{name}"] = float(in_gt.sum())
         return res
+
+    def summary(self, m: Dict[str, float]) -> str:
+        """The crater metrics in words, with their units (Detectron2's table prints bare numbers)."""
+        target = f"recall_at_precision_{self.target_precision:g}"
+        lines = [f"[CraterEvaluator] {self.dataset_name}: {m['num_gt']:.0f} craters >= {self.min_diameter_px:g} px "
+                 f"(truncated ones ignored), {m['num_detections']:.0f} detections with score >= {self.score_thresh:.3f}",
+                 f"  precision {m['precision']:.1f} %, recall {m['recall']:.1f} %, F1 {m['f1']:.1f} %; best F1 "
+                 f"{m['best_f1']:.1f} % at score >= {m['best_f1_score_thresh']:.3f}; recall at precision >= "
+                 f"{100 * self.target_precision:g} %: {m[target]:.1f} %",
+                 f"  median errors of matched craters, in % of the true diameter: diameter "
+                 f"{100 * m['median_diameter_error_frac']:.1f} %, centre {100 * m['median_centre_error_frac']:.1f} %",
+                 "  by true (recall) / detected (precision) diameter, px: " + "; ".join(
+                     f"{k[len('recall_'):]} R {m[k]:.1f} % P {m['precision_' + k[len('recall_'):]]:.1f} %"
+                     for k in m if k.startswith("recall_") and not k.startswith("recall_at"))]
+        return "\n".join(lines)
 
     def coco_metrics(self, predictions: List[dict]) -> Dict[str, float]:
         """COCO AP via pycocotools; truncated and small craters are crowd (ignore) regions there too.

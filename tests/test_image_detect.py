@@ -150,3 +150,27 @@ def test_figure_draws_a_tile_dataset_without_a_crs(tmp_path):
         assert png.size[0] > 300 and png.size[1] > 300
     with pytest.raises(ValueError, match="no tile 'nope'"):
         draw_dataset_tile_figure(out, tmp_path / "u.png", tile_id="nope")
+
+
+def test_evaluator_summary_says_its_units_and_coco_ap_counts_every_detection():
+    """A frame of 300 craters, all found: the summary says % and px, and COCO AP (which by default
+    counts 100 detections an image) is 100."""
+    from detectron2.structures import Boxes, BoxMode, Instances
+
+    from detectron2_rfcn import CraterEvaluator
+
+    xs, ys = np.meshgrid(np.arange(15) * 50.0, np.arange(20) * 50.0)
+    boxes = np.c_[xs.ravel(), ys.ravel(), xs.ravel() + 20, ys.ravel() + 20]
+    gt = [{"image_id": 1, "height": 1000, "width": 750, "annotations": [
+        {"bbox": BoxMode.convert(list(b), BoxMode.XYXY_ABS, BoxMode.XYWH_ABS), "bbox_mode": BoxMode.XYWH_ABS,
+         "category_id": 0, "iscrowd": 0} for b in boxes]}]
+    inst = Instances((1000, 750))
+    inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+    inst.scores = torch.linspace(0.99, 0.6, len(boxes))
+    inst.pred_classes = torch.zeros(len(boxes), dtype=torch.long)
+    ev = CraterEvaluator("units", dataset_dicts=gt, distributed=False, coco_ap=True)
+    ev.process([{"image_id": 1}], [{"instances": inst}])
+    res = ev.evaluate()
+    assert res["craters"]["recall"] == 100.0 and res["bbox"]["AP50"] == pytest.approx(100.0)
+    text = ev.summary(res["craters"])
+    assert "300 craters >= 10 px" in text and "recall 100.0 %" in text and "diameter, px" in text
