@@ -13,6 +13,10 @@ centres lie in the block widened by a halo, and keeps those whose centres lie in
 itself. A detection's suppressors lie within 0.75 of its diameter (0.5 x the larger one, at
 most 1.5 x its own), and no kept box is larger than a tile at the coarsest level, so the
 default halo of one such tile holds every detection that can decide a block's craters.
+
+The rule is etl.matching's project rule unless told otherwise: it also makes one crater of
+two real ones when one is superposed on another of about its size with its centre within half
+a diameter; ``STRICT_RULE`` (a quarter diameter, 1.25x) keeps more of those apart.
 """
 from __future__ import annotations
 
@@ -25,13 +29,13 @@ import pandas as pd
 
 from detectron2_rfcn.atlas import AtlasSettings
 from detectron2_rfcn.atlas_scale import DETECTION_COLUMNS, AtlasPlan, ScaleSettings, chunk_path, read_chunk
-from etl.matching import is_match, max_match_distance_km
+from etl.matching import PROJECT_RULE, MatchRule, is_match, max_match_distance_km
 from etl.moon import MOON_RADIUS_M, chord_for_distance, unit_vector
 
 
-def merge_craters(detections: pd.DataFrame) -> pd.DataFrame:
-    """One row per crater: the greedy crater-aware merge of ``detections`` (chunk-file columns),
-    rows in rank order (score first)."""
+def merge_craters(detections: pd.DataFrame, rule: MatchRule = PROJECT_RULE) -> pd.DataFrame:
+    """One row per crater: the greedy crater-aware merge of ``detections`` (chunk-file columns)
+    by ``rule``, rows in rank order (score first)."""
     if detections.empty:
         return detections.iloc[:0]
     d = detections
@@ -42,7 +46,8 @@ def merge_craters(detections: pd.DataFrame) -> pd.DataFrame:
 
     xyz = unit_vector(lon, lat)
     # A hair of slack so that float rounding never hides a match; is_match decides exactly.
-    radii = np.array([chord_for_distance(r * 1000.0, MOON_RADIUS_M) for r in max_match_distance_km(diam)]) * (1 + 1e-9)
+    radii = np.array([chord_for_distance(r * 1000.0, MOON_RADIUS_M)
+                      for r in max_match_distance_km(diam, rule)]) * (1 + 1e-9)
     neighbours = cKDTree(xyz).query_ball_point(xyz, radii)
     suppressed = np.zeros(len(order), dtype=bool)
     kept = []
@@ -54,7 +59,7 @@ def merge_craters(detections: pd.DataFrame) -> pd.DataFrame:
         cand = cand[cand > i]
         cand = cand[~suppressed[cand]]
         if len(cand):
-            suppressed[cand[is_match(lon[i], lat[i], diam[i], lon[cand], lat[cand], diam[cand])]] = True
+            suppressed[cand[is_match(lon[i], lat[i], diam[i], lon[cand], lat[cand], diam[cand], rule)]] = True
     return d.iloc[order[kept]]
 
 
@@ -65,7 +70,7 @@ def default_halo_px(settings: AtlasSettings) -> int:
 
 def merge_blocks(plan: AtlasPlan, work_dir: str | Path, *, settings: AtlasSettings = AtlasSettings(),
                  scale: ScaleSettings = ScaleSettings(), halo_px: int | None = None,
-                 cached_chunks: int = 64) -> Iterator[pd.DataFrame]:
+                 rule: MatchRule = PROJECT_RULE, cached_chunks: int = 64) -> Iterator[pd.DataFrame]:
     """The merged craters of each block of ``scale.merge_block_px`` level-0 pixels, row by row;
     every chunk of the plan must be in ``work_dir``. At most ``cached_chunks`` chunk files are
     held in memory besides the block's own detections."""
@@ -100,15 +105,16 @@ def merge_blocks(plan: AtlasPlan, work_dir: str | Path, *, settings: AtlasSettin
             det = pd.concat(frames, ignore_index=True)
             cx, cy = 0.5 * (det["x0_px"] + det["x1_px"]), 0.5 * (det["y0_px"] + det["y1_px"])
             det = det[(cx >= e0) & (cx < e1) & (cy >= f0) & (cy < f1)]
-            craters = merge_craters(det)
+            craters = merge_craters(det, rule)
             cx, cy = 0.5 * (craters["x0_px"] + craters["x1_px"]), 0.5 * (craters["y0_px"] + craters["y1_px"])
             yield craters[(cx >= c0) & (cx < c1) & (cy >= r0) & (cy < r1)]
 
 
 def merge_plan(plan: AtlasPlan, work_dir: str | Path, *, settings: AtlasSettings = AtlasSettings(),
-               scale: ScaleSettings = ScaleSettings(), halo_px: int | None = None) -> pd.DataFrame:
+               scale: ScaleSettings = ScaleSettings(), halo_px: int | None = None,
+               rule: MatchRule = PROJECT_RULE) -> pd.DataFrame:
     """Every crater of the plan's chunk files (block by block, see :func:`merge_blocks`)."""
-    blocks = list(merge_blocks(plan, work_dir, settings=settings, scale=scale, halo_px=halo_px))
+    blocks = list(merge_blocks(plan, work_dir, settings=settings, scale=scale, halo_px=halo_px, rule=rule))
     if not blocks:
         return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in DETECTION_COLUMNS.items()})
     return pd.concat(blocks, ignore_index=True)

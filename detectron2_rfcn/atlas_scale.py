@@ -546,10 +546,11 @@ def detect_mosaic_chunked(dom_path: str | Path, dem_path: str | Path, work_dir: 
                           settings: AtlasSettings = AtlasSettings(), scale: ScaleSettings = ScaleSettings(),
                           engine: str = "inprocess", address: str | None = None, workers: int | None = None,
                           cpus_per_worker: int = 1, ray_init: dict | None = None, assume_crs=None,
-                          progress: bool = True) -> tuple[pd.DataFrame, RunStats]:
+                          merge_rule=None, progress: bool = True) -> tuple[pd.DataFrame, RunStats]:
     """All craters of a mosaic through the plan: chunks computed (or reused from ``work_dir``)
     by ``engine``, then merged block by block. ``model`` names the model in the chunk ids
-    (:func:`model_key`). Returns the craters (the atlas's columns but ``crater_id``) and what
+    (:func:`model_key`); ``merge_rule`` an :class:`etl.matching.MatchRule` (default: the
+    project's). Returns the craters (the atlas's columns but ``crater_id``) and what
     the run did."""
     from detectron2_rfcn.atlas_merge import merge_plan
 
@@ -557,7 +558,9 @@ def detect_mosaic_chunked(dom_path: str | Path, dem_path: str | Path, work_dir: 
     stats = run_plan(plan, work_dir, dom_path, dem_path, predictor=predictor, spec=spec, settings=settings,
                      scale=scale, engine=engine, address=address, workers=workers, cpus_per_worker=cpus_per_worker,
                      ray_init=ray_init, assume_crs=assume_crs, progress=progress)
-    return merge_plan(plan, work_dir, settings=settings, scale=scale), stats
+    from etl.matching import PROJECT_RULE
+
+    return merge_plan(plan, work_dir, settings=settings, scale=scale, rule=merge_rule or PROJECT_RULE), stats
 
 
 def default_work_dir(out_path: str | Path) -> Path:
@@ -571,7 +574,7 @@ def write_mosaic_atlas_chunked(cfg, weights: str | None, dom_path: str | Path, d
                                settings: AtlasSettings = AtlasSettings(), scale: ScaleSettings = ScaleSettings(),
                                engine: str = "inprocess", address: str | None = None, workers: int | None = None,
                                cpus_per_worker: int = 1, ray_init: dict | None = None, assume_crs=None,
-                               progress: bool = True) -> tuple[pd.DataFrame, RunStats]:
+                               merge_rule=None, progress: bool = True) -> tuple[pd.DataFrame, RunStats]:
     """:func:`detect_mosaic_chunked` with a Detectron2 model, then the atlas file with its
     provenance (as :func:`detectron2_rfcn.atlas.write_mosaic_atlas`). Returns the atlas as
     written and what the run did."""
@@ -582,7 +585,8 @@ def write_mosaic_atlas_chunked(cfg, weights: str | None, dom_path: str | Path, d
     craters, stats = detect_mosaic_chunked(
         dom_path, dem_path, work_dir, model=model_key(cfg, weights), spec=PredictorSpec(cfg, weights),
         settings=settings, scale=scale, engine=engine, address=address, workers=workers,
-        cpus_per_worker=cpus_per_worker, ray_init=ray_init, assume_crs=assume_crs, progress=progress)
+        cpus_per_worker=cpus_per_worker, ray_init=ray_init, assume_crs=assume_crs, merge_rule=merge_rule,
+        progress=progress)
     provenance = AtlasProvenance(
         run_name=run_name,
         model=model_name(cfg) + (f"@{Path(weights).name}" if weights else ""),

@@ -330,3 +330,18 @@ def test_atlas_command_resumes_from_its_work_directory(world, untrained_model, t
     atlas2, _ = read_atlas(out)
     assert atlas2.drop(columns="crater_id").equals(atlas1.drop(columns="crater_id"))
     assert f"{len(atlas1)} craters" in first
+
+
+def test_strict_merge_rule_keeps_a_superposed_crater_apart(world, catalogue, tmp_path):
+    """The project rule makes one crater of the test world's superposed pair (centres 0.9 km
+    apart, diameters 2.4 and 3.1 km); the strict rule (a quarter diameter) keeps both, and still
+    makes one crater of each crater's views from several tiles and levels."""
+    from etl.matching import STRICT_RULE
+
+    kw = dict(model="oracle", predictor=CatalogueOracle(catalogue), settings=SETTINGS, scale=SCALE, progress=False)
+    project, _ = detect_mosaic_chunked(world.dom_path, world.dem_path, tmp_path, **kw)
+    strict, stats = detect_mosaic_chunked(world.dom_path, world.dem_path, tmp_path, merge_rule=STRICT_RULE, **kw)
+    assert stats.chunks_reused == 10  # the merge rule is not part of a chunk id
+    expected = _expected(world, catalogue)
+    assert len(strict) == len(expected) == len(project) + 1
+    assert all(_matches(strict, crater).sum() >= 1 for _, crater in expected.iterrows())

@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="Ray actors (default: one per GPU, else one per --cpus-per-worker CPUs)")
     p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (torch threads) per Ray actor")
+    from etl.matching import PROJECT_RULE, RULES
+
+    p.add_argument("--merge-rule", choices=sorted(RULES), default=PROJECT_RULE.name,
+                   help="when two detections are one crater (etl.matching's rules; 'strict' keeps more craters "
+                        "superposed on one of about their size apart)")
     p.add_argument("--plan-only", action="store_true",
                    help="print the plan (tiles and chunks per level, chunks already done) and stop")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from detectron2_rfcn.config import get_rfcn_cfg
     from etl.contracts import ContractError
     from etl.geometry import LunarCRSError
+    from etl.matching import RULES
     from etl.rasters import RasterError
 
     try:
@@ -102,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg, args.weights, args.dom, args.dem, args.out, run_name=args.run_name or args.out.stem,
             work_dir=args.work_dir, settings=settings, scale=scale, engine=args.engine, address=args.address,
             workers=args.workers, cpus_per_worker=args.cpus_per_worker, assume_crs=args.assume_crs,
-            progress=not args.quiet)
+            merge_rule=RULES[args.merge_rule], progress=not args.quiet)
     except (ValueError, RasterError, LunarCRSError, ContractError) as exc:
         print(f"deepcraters atlas: {exc}", file=sys.stderr)
         return 1
