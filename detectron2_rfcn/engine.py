@@ -136,7 +136,7 @@ def calibrate_score_threshold(cfg, model, results: dict | None = None) -> float 
 
 
 def plot_learning_curves(metrics_json, out_png) -> Path | None:
-    """Losses (smoothed over 20 iterations) and learning rate against iteration, from Detectron2's
+    """Losses (Detectron2's medians over 20 iterations) and learning rate against iteration, from Detectron2's
     ``metrics.json`` (one JSON object per line), plus the crater metrics of any evaluations."""
     metrics_json = Path(metrics_json)
     if not metrics_json.is_file():
@@ -154,13 +154,12 @@ def plot_learning_curves(metrics_json, out_png) -> Path | None:
     it = np.array([r["iteration"] for r in train])
     fig, (ax, ax_eval) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     for key in ["total_loss"] + sorted(k for k in train[0] if k.startswith("loss_")):
+        # Detectron2 writes a row every 20 iterations, each loss already its median over them.
         v = np.array([r.get(key, np.nan) for r in train], dtype=float)
-        k = min(20, len(v))
-        smooth = np.convolve(np.nan_to_num(v), np.ones(k) / k, mode="valid")
-        ax.plot(it[k - 1:], smooth, label=key, lw=2 if key == "total_loss" else 1)
+        ax.plot(it, v, marker=".", label=key, lw=2 if key == "total_loss" else 1)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("loss (mean of 20 iterations)")
+    ax.set_ylabel("loss (median of 20 iterations)")
     ax.legend(fontsize=8)
     if "lr" in train[0]:
         lr_ax = ax.twinx()
