@@ -330,6 +330,17 @@ def test_atlas_command_resumes_from_its_work_directory(world, untrained_model, t
     atlas2, _ = read_atlas(out)
     assert atlas2.drop(columns="crater_id").equals(atlas1.drop(columns="crater_id"))
     assert f"{len(atlas1)} craters" in first
+    # Without --score-threshold the model's calibrated threshold decides (the threshold is part of
+    # each chunk id): a model calibrated at 0.2 finds the chunks of --score-threshold 0.2 done, not
+    # those of 0.5.
+    calibrated = opts + ["MODEL.RFCN.CALIBRATED_SCORE_THRESH", "0.2"]
+    assert main(argv + calibrated) == 0
+    capsys.readouterr()
+    default = [a for a in argv if a not in ("--score-threshold", "0.2")]
+    assert main(default + ["--plan-only"] + calibrated) == 0
+    assert "5 of 5 chunks" in capsys.readouterr().out
+    assert main(default + ["--score-threshold", "0.5", "--plan-only"] + calibrated) == 0
+    assert "0 of 5 chunks" in capsys.readouterr().out
 
 
 def test_strict_merge_rule_keeps_a_superposed_crater_apart(world, catalogue, tmp_path):

@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: map only these lon/lat boxes, --region=lon_min,lat_min,lon_max,lat_max[;...] "
                         "(default: the "
                         "whole Moon); one pass in this process (no chunks)")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="minimum detection score")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="minimum detection score (default: the model's calibrated threshold, recorded in the "
+                        "config.yaml that training wrote; 0.5 for an uncalibrated model)")
     p.add_argument("--chunk-tiles", type=int, default=256,
                    help="tiles per chunk of work (a square block of one level's tiles); each chunk's detections "
                         "are written once to the work directory, so an interrupted atlas resumes")
@@ -74,16 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     from detectron2_rfcn.atlas import AtlasSettings
     from detectron2_rfcn.atlas_scale import (ScaleSettings, default_work_dir, describe_plan, model_key, plan_mosaic,
                                              write_mosaic_atlas_chunked)
-    from detectron2_rfcn.config import get_rfcn_cfg
+    from detectron2_rfcn.config import default_score_threshold, get_rfcn_cfg
     from etl.contracts import ContractError
     from etl.geometry import LunarCRSError
     from etl.matching import RULES
     from etl.rasters import RasterError
 
     try:
+        threshold = (default_score_threshold(get_rfcn_cfg(args.config_file, args.opts))
+                     if args.score_threshold is None else args.score_threshold)
         settings = AtlasSettings(levels=tuple(args.levels), tile_size_px=args.tile_size, overlap_px=args.overlap,
                                  min_diameter_px=args.min_diameter_px, max_diameter_px=args.max_diameter_px,
-                                 score_threshold=args.score_threshold)
+                                 score_threshold=threshold)
         if args.projection == "local":
             from detectron2_rfcn.atlas_local import GLOBE, write_local_atlas
             from etl.local_tiles import parse_boxes
