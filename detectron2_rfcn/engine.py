@@ -17,7 +17,7 @@ from pathlib import Path
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import inference_on_dataset, verify_results
 from detectron2.utils import comm
 
@@ -183,6 +183,8 @@ def plot_learning_curves(metrics_json, out_png) -> Path | None:
 
 
 if __name__ == "__main__":
+    from detectron2_rfcn.launch import launch  # Detectron2's on GPUs; gloo CPU processes without
+
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,

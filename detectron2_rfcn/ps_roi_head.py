@@ -203,7 +203,10 @@ class PSROIHeads(ROIHeads):
             cls_loss, box_loss = cls_loss[keep], box_loss[keep]
         # Normalised by the number of RoIs used, as Detectron2's fast_rcnn losses.
         num = max(cls_loss.numel(), 1)
-        return {"loss_cls": cls_loss.sum() / num, "loss_box_reg": box_loss.sum() / num}
+        # 0 x deltas keeps box_maps in the graph when no foreground RoI is left (an image without
+        # craters, or OHEM keeping only background): DistributedDataParallel otherwise waits
+        # forever for its gradient in that process.
+        return {"loss_cls": cls_loss.sum() / num, "loss_box_reg": box_loss.sum() / num + 0.0 * deltas.sum()}
 
     def _ohem_select(self, roi_loss: torch.Tensor, boxes: torch.Tensor, counts: List[int]) -> torch.Tensor:
         """Indices (into the concatenated RoIs) of the hardest RoIs of each image."""
