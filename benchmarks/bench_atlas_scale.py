@@ -27,7 +27,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from detectron2_rfcn.atlas import AtlasSettings, CraterPredictor, detect_mosaic  # noqa: E402

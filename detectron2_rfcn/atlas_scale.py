@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,6 @@ from detectron2_rfcn.atlas import AtlasSettings, _keep_tile_boxes
 from etl.geometry import PixelGrid, boxes_px_to_craters
 from etl.tiling import tile_starts
 
-logger = logging.getLogger(__name__)
 
 #: Columns of a chunk file: the atlas's columns without ``crater_id`` (assigned after the merge).
 DETECTION_COLUMNS: dict[str, str] = {
