@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--run-folds", type=int, nargs="+", default=None, help="folds to run (default: all)")
     p.add_argument("--config-file", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("--weights", default="model_final.pth", help="checkpoint of each run to score")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides for training and scoring")
-    a = p.parse_args(argv)
+    a, opts = p.parse_known_args(argv)  # the rest: KEY VALUE config overrides, for training and scoring
+    a.opts = opts
     from detectron2_rfcn.nac_data import convert_nac_to_tile_dataset
 
     summary = {}

@@ -20,6 +20,7 @@ from detectron2.data import DatasetCatalog, build_detection_test_loader, build_d
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import inference_on_dataset, verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from .config import get_rfcn_cfg
 from .data import setup_crater_datasets
@@ -72,6 +73,8 @@ def setup(args):
         check_norm_for_training(cfg)
     cfg.freeze()
     default_setup(cfg, args)
+    # Detectron2 sets up its own loggers; ours (the evaluator's summary, the calibration) log beside them.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detectron2_rfcn", abbrev_name="rfcn")
     return cfg
 
 
