@@ -104,7 +104,8 @@ def write_detections(results: list[tuple[Path, np.ndarray, np.ndarray, tuple[int
         # Mean of width and height, as the evaluator measures a box's diameter.
         df["diameter_px"] = ((df.x1_px - df.x0_px) + (df.y1_px - df.y0_px)) / 2
         csv = out / f"{Path(path).stem}.csv"
-        df.to_csv(csv, index=False, float_format="%.2f")
+        px = ["x0_px", "y0_px", "x1_px", "y1_px", "x_px", "y_px", "diameter_px"]
+        df.round({**{c: 2 for c in px}, "score": 4}).to_csv(csv, index=False)
         written.append(csv)
         coco += [{"image_id": image_id, "category_id": 1, "file_name": Path(path).name, "width": int(width),
                   "height": int(height), "bbox": [round(float(b[0]), 2), round(float(b[1]), 2),
