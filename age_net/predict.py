@@ -81,8 +81,7 @@ def write_atlas_ages(atlas_path: str | Path, model_path: str | Path, out_path: s
 
     Returns the table as written and one line per crater left out (not measurable: mosaic
     edge, nodata), which the caller reports."""
-    from etl.contracts import AgeProvenance, ages_frame, read_atlas, write_ages
-    from etl.provenance import code_version
+    from etl.contracts import ages_frame, read_atlas, write_ages
 
     loaded = load_age_model(model_path, device=device)
     atlas, atlas_prov = read_atlas(atlas_path)
@@ -93,6 +92,10 @@ def write_atlas_ages(atlas_path: str | Path, model_path: str | Path, out_path: s
     if "dem" in needs and dem_path is None:
         raise ValueError("this model reads a DEM channel: give --dem")
     craters = atlas[["crater_id", "lon", "lat", "diameter_km"]]
+    if len(craters) == 0:  # an empty atlas gets an empty (valid) age table
+        written = write_ages(ages_frame([], np.zeros((0, 5))), out_path, _provenance(
+            loaded, atlas_prov, model_path, out_path, run_name))
+        return written, []
     cs = build_crater_set(craters, dom_path=dom_path, dem_path=dem_path, units=units, size_px=cfg.INPUT.SIZE_PX,
                           side_diameters=cfg.INPUT.SIDE_DIAMETERS,
                           crater_material_units=loaded.crater_material_units,
@@ -102,10 +105,15 @@ def write_atlas_ages(atlas_path: str | Path, model_path: str | Path, out_path: s
     idx = np.flatnonzero(cs.valid)
     probs = predict_crater_set(loaded, cs, idx)
     ages = ages_frame(craters["crater_id"].to_numpy()[idx], probs)
-    provenance = AgeProvenance(
-        run_name=run_name or Path(out_path).stem, atlas_run=atlas_prov.run_name,
-        model=f"{loaded.provenance['model']}@{Path(model_path).name}",
-        config_hash=loaded.provenance["config_hash"], code_version=code_version())
-    written = write_ages(ages, out_path, provenance)
+    written = write_ages(ages, out_path, _provenance(loaded, atlas_prov, model_path, out_path, run_name))
     skipped = [f"{craters['crater_id'].iloc[i]}: {cs.reasons[i]}" for i in np.flatnonzero(~cs.valid)]
     return written, skipped
+
+
+def _provenance(loaded: LoadedAgeModel, atlas_prov, model_path, out_path, run_name: str | None):
+    from etl.contracts import AgeProvenance
+    from etl.provenance import code_version
+
+    return AgeProvenance(run_name=run_name or Path(out_path).stem, atlas_run=atlas_prov.run_name,
+                         model=f"{loaded.provenance['model']}@{Path(model_path).name}",
+                         config_hash=loaded.provenance["config_hash"], code_version=code_version())

@@ -228,3 +228,16 @@ def test_run_trials_reports_mean_and_spread(crater_set, tmp_path):
     # Resuming reuses finished trials instead of training again.
     again = run_trials(cfg, crater_set, resume=True, progress=False, log=lambda *_: None)
     assert [t["test"]["accuracy"] for t in again["trials"]] == accs
+
+
+def test_an_empty_atlas_gets_an_empty_age_table(trained, world, tmp_path):
+    _, _, model = trained
+    atlas = _atlas_from_catalogue(world, tmp_path / "full.gpkg", "age-net-empty").iloc[:0]
+    prov = AtlasProvenance(run_name="age-net-empty", model="catalogue", config_hash="0" * 16,
+                           source_mosaics=(str(world / "dom.tif"),), code_version="test")
+    write_atlas(atlas, tmp_path / "empty.gpkg", prov)
+    ages, skipped = write_atlas_ages(tmp_path / "empty.gpkg", model, tmp_path / "ages.parquet",
+                                     dom_path=world / "dom.tif", dem_path=world / "dem.tif", units=unit_source(world),
+                                     device="cpu", progress=False)
+    back, prov_back = read_ages(tmp_path / "ages.parquet")
+    assert len(ages) == len(back) == 0 and skipped == [] and prov_back.atlas_run == "age-net-empty"
