@@ -97,7 +97,7 @@ def main(argv=None) -> int:
             grid = grid0.downsampled(chunk.level)
             for window in chunk.windows:
                 g = grid.window(*window)
-                tiles.append((model_channels(*read_aligned(dom_ds, dem_ds, g), g.pixel_size_m), g))
+                tiles.append((model_channels(*read_aligned(dom_ds, dem_ds, g), g), g))
     n_tiles = len(tiles)
     mpx = sum(c.shape[1] * c.shape[2] for c, _ in tiles) / 1e6
 

@@ -289,7 +289,7 @@ class ChunkWorker:
                     t0 = time.perf_counter()
                     tile_grid = grid.window(*window)
                     dom, dem = read_aligned(self.dom_ds, self.dem_ds, tile_grid)
-                    channels = model_channels(dom, dem, tile_grid.pixel_size_m)
+                    channels = model_channels(dom, dem, tile_grid)
                     self.stats.read_s += time.perf_counter() - t0
                     if not put((window, tile_grid, channels)):
                         return
