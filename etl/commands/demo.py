@@ -1,8 +1,9 @@
 """``deepcraters demo``: the whole pipeline on a synthetic study area, start to finish.
 
 synth world -> tile dataset -> train R-FCN (``detectron2_rfcn.engine``, quick CPU schedule) ->
-evaluate on the spatially held-out test region -> atlas of the whole mosaic -> load into
-PostGIS -> SQL answers. Each step writes under ``--out`` and is skipped when its output
+evaluate on the spatially held-out test region -> atlas of the whole mosaic -> train the age
+network on the world's dated craters and date the atlas (``etl/commands/demo_ages.py``) -> load
+atlas and ages into PostGIS -> SQL answers. Each step writes under ``--out`` and is skipped when its output
 is already there (``--fresh`` redoes everything), so an interrupted demo resumes.
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the whole pipeline on a synthetic lunar study area (nothing to download): generate "
                     "DOM + DEM + catalogue, cut tiles, train the R-FCN detector on a quick CPU schedule, "
                     "evaluate it on a spatially held-out region, map every crater of the mosaic into an atlas, "
-                    "load it into PostGIS and answer a few spatial queries. Steps whose output exists are "
+                    "date its craters with the age network, load atlas and ages into PostGIS and answer a few "
+                    "spatial and age queries. Steps whose output exists are "
                     "reused.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="working directory")
@@ -37,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", type=Path, default=DEFAULT_CONFIG, help="detector config")
     p.add_argument("--iters", type=int, default=1500, help="training iterations (~0.4 s each on 2 idle cores)")
     p.add_argument("--tile-size", type=int, default=256, help="tile side, px")
+    p.add_argument("--age-iters", type=int, default=300,
+                   help="age-network training steps of 64 crops (~0.15 s each on 2 idle cores)")
     add_db_option(p)
-    p.add_argument("--no-db", action="store_true", help="stop after writing the atlas")
+    p.add_argument("--no-db", action="store_true", help="stop after writing the atlas and the ages")
     p.add_argument("--fresh", action="store_true", help="redo every step")
     return p
 
@@ -79,7 +83,7 @@ def _main(argv: list[str] | None) -> int:
     atlas_path = out / "atlas.gpkg"
     run_name = f"demo-seed{args.seed}"
 
-    t0 = _step("1/6 synthetic study area")
+    t0 = _step("1/7 synthetic study area")
     if args.fresh or not (world_dir / "world.json").exists():
         from etl.synthetic import generate_world
 
@@ -91,7 +95,7 @@ def _main(argv: list[str] | None) -> int:
     else:
         _done(t0, f"reusing {world_dir}")
 
-    t0 = _step("2/6 tile dataset (train/val/test split by region)")
+    t0 = _step("2/7 tile dataset (train/val/test split by region)")
     if args.fresh or not (tiles_dir / "dataset.json").exists():
         from etl.tiling import build_dataset
 
@@ -105,7 +109,7 @@ def _main(argv: list[str] | None) -> int:
     config = ["--config-file", str(args.config_file)]
     opts = ["DATASETS.CRATER.DIR", str(tiles_dir), "OUTPUT_DIR", str(model_dir),
             "DATASETS.CRATER.PIXEL_STATS_FROM_DATASET", "True"]
-    t0 = _step(f"3/6 train R-FCN ({args.iters} iterations, {args.config_file.name}; log in {model_dir}/log.txt)")
+    t0 = _step(f"3/7 train R-FCN ({args.iters} iterations, {args.config_file.name}; log in {model_dir}/log.txt)")
     if args.fresh or not weights.exists():
         _train_net(*config, *opts, "SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", f"({int(args.iters * 0.75)}, {int(args.iters * 0.9)})",
                    "TEST.EVAL_PERIOD", "0")
@@ -113,13 +117,13 @@ def _main(argv: list[str] | None) -> int:
     else:
         _done(t0, f"reusing {weights}")
 
-    t0 = _step("4/6 evaluate on the held-out test region")
+    t0 = _step("4/7 evaluate on the held-out test region")
     # The config training saved holds the score threshold calibrated on the val region.
     _train_net("--config-file", str(model_dir / "config.yaml"), "--eval-only", *opts, "MODEL.WEIGHTS", str(weights),
                "DATASETS.TEST", "('craters_test',)")
     _done(t0, "metrics above (precision, recall, F1 by diameter bin)")
 
-    t0 = _step("5/6 atlas of the whole mosaic")
+    t0 = _step("5/7 atlas of the whole mosaic")
     if args.fresh or not atlas_path.exists():
         from detectron2_rfcn.atlas import AtlasSettings, write_mosaic_atlas
         from detectron2_rfcn.config import default_score_threshold, get_rfcn_cfg
@@ -141,11 +145,21 @@ def _main(argv: list[str] | None) -> int:
     else:
         _done(t0, f"reusing {atlas_path}")
 
+    t0 = _step(f"6/7 crater ages: train the age network ({args.age_iters} steps) on the world's dated craters, "
+               "date the atlas")
+    from etl.commands import demo_ages
+
+    age_model = demo_ages.train_age_net(world_dir, out / "age_net", args.age_iters, args.fresh)
+    print(f"   age network: {demo_ages.age_summary(out / 'age_net')}")
+    ages_path = demo_ages.date_atlas(out, world_dir, atlas_path, age_model, run_name, args.fresh)
+    _done(t0, f"ages -> {ages_path}")
+
     if args.no_db:
         return 0
-    t0 = _step("6/6 PostGIS: load and query")
+    t0 = _step("7/7 PostGIS: load and query")
     from etl.commands.demo_sql import load_and_query
 
     load_and_query(args.db, atlas_path, world_dir / "catalogue.csv", run_name, args.center)
+    demo_ages.load_and_query_ages(args.db, ages_path, world_dir, run_name, tuple(args.center))
     _done(t0, "done")
     return 0
