@@ -241,3 +241,18 @@ def test_an_empty_atlas_gets_an_empty_age_table(trained, world, tmp_path):
                                      device="cpu", progress=False)
     back, prov_back = read_ages(tmp_path / "ages.parquet")
     assert len(ages) == len(back) == 0 and skipped == [] and prov_back.atlas_run == "age-net-empty"
+
+
+def test_demo_age_step_dates_the_atlas_and_draws_the_map(trained, world, tmp_path):
+    from etl.commands import demo_ages
+
+    _, _, model = trained
+    atlas = _atlas_from_catalogue(world, tmp_path / "atlas.gpkg", "age-net-demo")
+    ages_path = demo_ages.date_atlas(tmp_path, world, tmp_path / "atlas.gpkg", model, "age-net-demo", fresh=True)
+    ages, prov = read_ages(ages_path, atlas_ids=atlas["crater_id"])
+    assert prov.run_name == "age-net-demo-ages" and len(ages) > 0.8 * len(atlas)
+    assert (tmp_path / "age_map.png").stat().st_size > 10_000
+    # The unit under each crater, read from units.tif, is the one the world recorded for it.
+    cat = pd.read_csv(world / "catalogue.csv")
+    units = demo_ages.units_at(world, cat["lon"], cat["lat"])
+    assert np.mean(units == cat["unit"].to_numpy()) > 0.97
