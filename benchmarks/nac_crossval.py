@@ -44,7 +44,7 @@ def score_fold(config: Path, data: Path, run: Path, weights: Path, prefix: str, 
     threshold = float(val["craters"]["best_f1_score_thresh"])
     test = evaluate("test", ["MODEL.RFCN.CALIBRATED_SCORE_THRESH", str(threshold)])
     c, b = test["craters"], test["bbox"]
-    return {"weights": str(weights), "val_best_f1": val["craters"]["best_f1"], "score_thresh": threshold,
+    return {"weights": weights.name, "val_best_f1": val["craters"]["best_f1"], "score_thresh": threshold,
             "test_num_gt": c["num_gt"], "test_precision": c["precision"], "test_recall": c["recall"],
             "test_f1": c["f1"], "test_best_f1": c["best_f1"], "test_AP50": b["AP50"], "test_AP": b["AP"],
             "test_recall_8to16px": c.get("recall_8to16px"), "test_recall_16to32px": c.get("recall_16to32px"),
