@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -226,8 +227,12 @@ class CraterDatasetMapper:
         image = image.transpose(1, 2, 0)  # HWC, Detectron2's transform convention
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
+        h0, w0 = image.shape[:2]  # before the augmentations
         image = aug_input.image
         h, w = image.shape[:2]
+        if dataset_dict.get("ignore_below_px"):
+            # A size limit in pixels scales with the tile (scale jitter).
+            dataset_dict["ignore_below_px"] = float(dataset_dict["ignore_below_px"]) * math.sqrt(h * w / (h0 * w0))
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
         if not self.is_train:
