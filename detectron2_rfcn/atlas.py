@@ -159,19 +159,26 @@ def write_mosaic_atlas(cfg, weights: str | None, dom_path: str | Path, dem_path:
                        assume_crs=None, progress: bool = True) -> pd.DataFrame:
     """Detect every crater of a mosaic and write the atlas file (GeoPackage/CSV/Parquet by
     suffix) with its provenance. Returns the atlas as written."""
-    from etl.contracts import AtlasProvenance, write_atlas
-    from etl.provenance import code_version, config_hash, model_name
+    from etl.contracts import write_atlas
 
     predictor = CraterPredictor.from_config(cfg, weights)
     atlas = detect_mosaic(predictor, dom_path, dem_path, settings=settings, assume_crs=assume_crs, progress=progress)
-    provenance = AtlasProvenance(
+    return write_atlas(atlas, out_path, atlas_provenance(cfg, weights, run_name, dom_path, dem_path))
+
+
+def atlas_provenance(cfg, weights: str | None, run_name: str, *mosaic_paths):
+    """How an atlas was made (every atlas writer stamps the same fields): the model with its
+    weights file, the config hash, the source mosaics given, and the code version."""
+    from etl.contracts import AtlasProvenance
+    from etl.provenance import code_version, config_hash, model_name
+
+    return AtlasProvenance(
         run_name=run_name,
         model=model_name(cfg) + (f"@{Path(weights).name}" if weights else ""),
         config_hash=config_hash(cfg),
-        source_mosaics=(str(dom_path), str(dem_path)),
+        source_mosaics=tuple(str(p) for p in mosaic_paths if p),
         code_version=code_version(),
     )
-    return write_atlas(atlas, out_path, provenance)
 
 
-__all__: Sequence[str] = ["AtlasSettings", "CraterPredictor", "detect_mosaic", "write_mosaic_atlas"]
+__all__: Sequence[str] = ["AtlasSettings", "CraterPredictor", "atlas_provenance", "detect_mosaic", "write_mosaic_atlas"]

@@ -98,10 +98,9 @@ def write_local_atlas(cfg, weights: str | None, out_path: str | Path, *, dem_pat
     """:func:`detect_local` with the model of ``cfg`` (its ``MODEL.RFCN.INPUT_CHANNELS``) and
     ``weights``, written as an atlas file with its provenance. The atlas contract's boxes are in
     the mosaic's level-0 pixels: each crater's rim projected into the DEM's (else the DOM's) grid."""
-    from detectron2_rfcn.atlas import CraterPredictor
-    from etl.contracts import AtlasProvenance, write_atlas
+    from detectron2_rfcn.atlas import CraterPredictor, atlas_provenance
+    from etl.contracts import write_atlas
     from etl.geometry import crater_boxes_px
-    from etl.provenance import code_version, config_hash, model_name
 
     atlas = detect_local(CraterPredictor.from_config(cfg, weights), dem_path=dem_path, dom_path=dom_path,
                          pixel_size_m=pixel_size_m, channels=list(cfg.MODEL.RFCN.INPUT_CHANNELS), settings=settings,
@@ -113,8 +112,4 @@ def write_local_atlas(cfg, weights: str | None, out_path: str | Path, *, dem_pat
              else np.zeros((0, 4)))
     atlas = atlas.drop(columns=["tile_lon0", "tile_lat0"]).assign(
         x0_px=boxes[:, 0], y0_px=boxes[:, 1], x1_px=boxes[:, 2], y1_px=boxes[:, 3])
-    provenance = AtlasProvenance(
-        run_name=run_name, model=model_name(cfg) + (f"@{Path(weights).name}" if weights else ""),
-        config_hash=config_hash(cfg), source_mosaics=tuple(str(p) for p in (dom_path, dem_path) if p),
-        code_version=code_version())
-    return write_atlas(atlas, out_path, provenance)
+    return write_atlas(atlas, out_path, atlas_provenance(cfg, weights, run_name, dom_path, dem_path))

@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from detectron2_rfcn.atlas import AtlasSettings, _keep_tile_boxes
+from detectron2_rfcn.atlas import AtlasSettings, _keep_tile_boxes, atlas_provenance
 from etl.geometry import PixelGrid, boxes_px_to_craters
 from etl.tiling import tile_starts
 
@@ -577,8 +577,7 @@ def write_mosaic_atlas_chunked(cfg, weights: str | None, dom_path: str | Path, d
     """:func:`detect_mosaic_chunked` with a Detectron2 model, then the atlas file with its
     provenance (as :func:`detectron2_rfcn.atlas.write_mosaic_atlas`). Returns the atlas as
     written and what the run did."""
-    from etl.contracts import AtlasProvenance, write_atlas
-    from etl.provenance import code_version, config_hash, model_name
+    from etl.contracts import write_atlas
 
     work_dir = default_work_dir(out_path) if work_dir is None else Path(work_dir)
     craters, stats = detect_mosaic_chunked(
@@ -586,13 +585,7 @@ def write_mosaic_atlas_chunked(cfg, weights: str | None, dom_path: str | Path, d
         settings=settings, scale=scale, engine=engine, address=address, workers=workers,
         cpus_per_worker=cpus_per_worker, ray_init=ray_init, assume_crs=assume_crs, merge_rule=merge_rule,
         progress=progress)
-    provenance = AtlasProvenance(
-        run_name=run_name,
-        model=model_name(cfg) + (f"@{Path(weights).name}" if weights else ""),
-        config_hash=config_hash(cfg),
-        source_mosaics=(str(dom_path), str(dem_path)),
-        code_version=code_version(),
-    )
+    provenance = atlas_provenance(cfg, weights, run_name, dom_path, dem_path)
     return write_atlas(craters.reset_index(drop=True), out_path, provenance), stats
 
 
