@@ -286,7 +286,7 @@ def main(argv=None) -> int:
             ("craters_table", "pg_table_size('craters')"),
             ("craters_with_indexes", "pg_total_relation_size('craters')"),
             ("ix_craters_geom", "pg_relation_size('ix_craters_geom')"))}
-    print(f"[bench] index build (REINDEX): " + ", ".join(f"{k} {v:.1f} s" for k, v in res["index_build_s"].items()))
+    print("[bench] index build (REINDEX): " + ", ".join(f"{k} {v:.1f} s" for k, v in res["index_build_s"].items()))
 
     rng = np.random.default_rng(7)
     lons, lats = random_points(rng, args.queries)

@@ -25,7 +25,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.poolers import convert_boxes_to_pooler_format
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, ROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats, fast_rcnn_inference
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import ImageList, Instances
 from fvcore.nn import smooth_l1_loss
 
 __all__ = ["PSROIHeads", "ps_roi_vote"]

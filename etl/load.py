@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from atlas_db.bulk import LoadResult, load_age_run, load_atlas_run, load_reference_catalogue
-from etl.contracts import (AgeProvenance, AtlasProvenance, ContractError, read_ages, read_atlas, read_reference,
+from etl.contracts import (AgeProvenance, AtlasProvenance, read_ages, read_atlas, read_reference,
                            validate_ages, validate_atlas, validate_reference)
 
 __all__ = ["LoadResult", "load_ages", "load_ages_frame", "load_atlas", "load_atlas_frame", "load_reference",

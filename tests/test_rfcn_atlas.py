@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from detectron2_rfcn.atlas import AtlasSettings, CraterPredictor, detect_mosaic, write_mosaic_atlas
+from detectron2_rfcn.atlas import AtlasSettings, detect_mosaic, write_mosaic_atlas
 from etl.geometry import PixelGrid, crater_boxes_px
 from etl.moon import great_circle_distance_m
 from etl.synthetic import generate_world

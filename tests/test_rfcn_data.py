@@ -10,7 +10,6 @@ import torch
 from rasterio.transform import from_origin
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 from detectron2_rfcn import (CraterDatasetMapper, Rot90Transform, get_rfcn_cfg, read_tile, register_crater_dataset,
                              setup_crater_datasets)
