@@ -90,12 +90,7 @@ def plot_confusion(cm, path: str | Path, title: str = "") -> Path:
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black",
                     fontsize=8)
     ax.set_title(title or "confusion matrix", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_reliability(y_true, probs, path: str | Path, bins: int = 10, title: str = "") -> Path:
@@ -125,6 +120,13 @@ def plot_reliability(y_true, probs, path: str | Path, bins: int = 10, title: str
     ax.set_ylabel("accuracy")
     ax.set_title(f"{title + ': ' if title else ''}ECE {expected_calibration_error(y, probs, bins):.3f}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write a figure as PNG (folders made as needed) and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
