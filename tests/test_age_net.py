@@ -203,3 +203,18 @@ def test_age_net_leaf_sits_on_the_base_and_states_only_what_differs(path):
         for part in key.split("."):
             node = node[part]
         assert node != value, f"{path.name}: {key} restates the base's value {value!r}"
+
+
+def test_metric_figures_are_written(tmp_path):
+    """Confusion matrix and reliability diagram land as PNGs where asked (folders made)."""
+    from PIL import Image
+
+    from age_net.metrics import plot_confusion, plot_reliability
+
+    y = np.array([0, 1, 2, 3, 4, 4])
+    probs = np.eye(5)[[0, 1, 2, 3, 3, 4]] * 0.8 + 0.04
+    cm_png = plot_confusion(np.eye(5, dtype=int) * 3, tmp_path / "a" / "cm.png")
+    rel_png = plot_reliability(y, probs, tmp_path / "b" / "rel.png")
+    for png in (cm_png, rel_png):
+        with Image.open(png) as im:
+            assert im.format == "PNG" and min(im.size) > 100
