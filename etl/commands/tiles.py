@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _catalogue_options(args) -> dict:
+    """How to read the catalogue: its column names and diameter unit, from the options."""
+    options = dict(lon_col=args.lon_col, lat_col=args.lat_col, diameter_col=args.diameter_col,
+                   diameter_unit=args.diameter_unit)
+    if args.age_col:
+        options["age_col"] = args.age_col
+    return options
+
+
 def _main_local(ap, args, dom, dem, catalogue) -> int:
     from etl.catalogue import CatalogueError
     from etl.geometry import LunarCRSError
@@ -81,17 +90,13 @@ def _main_local(ap, args, dom, dem, catalogue) -> int:
         if not regions:
             ap.error("local projection: give the split regions, e.g. --train -180,-60,-90,60 --test -80,-60,0,60")
         pixel_size_m = args.pixel_size_m or native_pixel_size_m(dem or dom, args.assume_crs)
-        options = dict(lon_col=args.lon_col, lat_col=args.lat_col, diameter_col=args.diameter_col,
-                       diameter_unit=args.diameter_unit)
-        if args.age_col:
-            options["age_col"] = args.age_col
         summary = build_local_dataset(
             dem, catalogue, args.out, dom_path=dom if "dom" in channels else None, regions=regions,
             labelled=parse_boxes(args.labelled), complete_above_km=args.complete_above_km, channels=channels,
             pixel_size_m=pixel_size_m, tile_size_px=args.tile_size, overlap_px=args.overlap, levels=args.levels,
             min_diameter_px=args.min_diameter_px, max_diameter_px=args.max_diameter_px,
             sun_azimuth_deg=args.sun_azimuth, sun_elevation_deg=args.sun_elevation, assume_crs=args.assume_crs,
-            catalogue_options=options, progress=not args.quiet)
+            catalogue_options=_catalogue_options(args), progress=not args.quiet)
     except (RasterError, LunarCRSError, CatalogueError, FileExistsError, ValueError) as exc:
         print(f"deepcraters tiles: {exc}\nnothing written to {args.out}", file=sys.stderr)
         return 1
@@ -118,16 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         return _main_local(ap, args, dom, dem, catalogue)
     if not (dom and dem and catalogue):
         ap.error("give --world DIR, or all of --dom, --dem and --catalogue")
-    options = dict(lon_col=args.lon_col, lat_col=args.lat_col, diameter_col=args.diameter_col,
-                   diameter_unit=args.diameter_unit)
-    if args.age_col:
-        options["age_col"] = args.age_col
     try:
         summary = build_dataset(dom, dem, catalogue, args.out, tile_size_px=args.tile_size, overlap_px=args.overlap,
                                 levels=args.levels, min_diameter_px=args.min_diameter_px,
                                 max_diameter_px=args.max_diameter_px, split_fractions=args.splits,
                                 region_size_px=args.region_size, seed=args.seed, assume_crs=args.assume_crs,
-                                catalogue_options=options, progress=not args.quiet)
+                                catalogue_options=_catalogue_options(args), progress=not args.quiet)
     except (RasterError, LunarCRSError, CatalogueError, FileExistsError, ValueError) as exc:
         # The messages name the file and what is wrong; a traceback would only bury them.
         print(f"deepcraters tiles: {exc}\nnothing written to {args.out}", file=sys.stderr)
