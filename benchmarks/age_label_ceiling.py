@@ -4,8 +4,9 @@
 An upper-bound check for the age network: a leave-one-out 8-nearest-neighbour vote on the
 world's own *true* values (no measurement noise): log diameter, the fraction of the fresh
 depth the crater kept (``depth_kept_frac``, the degradation state), and the unit (maria are
-younger than 3.5 Ga). The Nectarian spans 70 Myr of a 4.4 Gyr diffusion history, so the
-old classes overlap in degradation even when it is known exactly.
+younger than 3.5 Ga). In a world degraded linearly in age (``--degradation-law linear``) the
+Nectarian spans 70 Myr of a 4.4 Gyr diffusion history, so the old classes overlap in degradation
+even when it is known exactly; with the flux law (the default) the heavy bombardment spreads them.
 
     python benchmarks/age_label_ceiling.py /tmp/agew0/catalogue.csv
 """

@@ -12,13 +12,18 @@ The world is built the way the Moon built it, oldest first:
    central peaks and shallower d/D above), ejecta ~ (r/R)^-3; ages drawn per
    age class, never older than the surface the crater sits on;
 4. time runs from ``max_age_ga`` to 0 in ``n_diffusion_steps`` steps. Each step
-   diffuses the whole DEM with the heat kernel exp(-kappa dt |k|^2) (a DCT, so
+   diffuses the whole DEM with the heat kernel exp(-kappa dtau |k|^2) (a DCT, so
    the map edges are no-flux walls instead of wrapping around), then stamps the
-   craters formed during the step, each pre-blurred by the time between its
-   formation and the step's end. Diffusion is linear, so every crater suffers
-   topographic diffusion exactly proportional to its age, and younger craters
-   sit on (and excavate) older ones. When time reaches ``mare_age_ga`` the maria
-   flood, keeping only a ghost of the older relief;
+   craters formed during the step, each pre-blurred by the diffusion between its
+   formation and the step's end. Impacts degrade the surface, so diffusion runs
+   on the flux-weighted *effective* time tau of ``etl.chronology`` (Neukum et al.
+   2001; Fassett & Thomson 2014), kappa being today's diffusivity: the heavy
+   early bombardment leaves pre-Nectarian craters far more degraded than
+   Imbrian ones (``degradation_law="linear"``, tau = age, is the world of
+   earlier releases). Diffusion is linear in the DEM, so every crater suffers
+   exactly kappa x tau(its age), and younger craters sit on (and excavate)
+   older ones. When time reaches ``mare_age_ga`` the maria flood, keeping only a
+   ghost of the older relief;
 5. the DOM: a Lambertian hillshade of the DEM (configurable sun) times an albedo
    map (maria dark; Copernican craters bright, with rays that fade with age).
 
@@ -41,6 +46,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from etl.age_classes import AgeClass
+from etl.chronology import DEGRADATION_LAWS, effective_time_ga
 from etl.moon import MOON_RADIUS_M, unit_vector
 from etl.provenance import code_version
 
@@ -66,6 +72,21 @@ OBLITERATION_FRAC = 0.9
 RAY_REACH_RADII, RAY_MAX_REACH_PX = 10.0, 600
 
 
+#: Defaults that depend on the degradation law (WorldParams fields left None take these).
+#: flux: today's diffusivity 2.5 m^2/Myr is ~4 m^2/Myr averaged over a 3.5 Ga mare (tau = 5.7 Ga), the
+#: order Fassett & Thomson (2014) measure for km-sized craters; most craters form pre-Nectarian (as on the
+#: Moon) and most of those are erased, so pNc gets half the draws and the catalogue keeps ~100-150 of them
+#: next to ~150-330 of each younger class; the density keeps ~1,000 catalogued craters on 2048 x 2048 px.
+#: linear: the world of earlier releases (diffusivity 15 makes the age signal clear at 100 m/px;
+#: classes balanced), so its figures stay reproducible.
+LAW_DEFAULTS: dict[str, dict] = {
+    "flux": {"diffusivity_m2_per_myr": 2.5, "age_class_weights": (0.5, 0.15, 0.15, 0.1, 0.1),
+             "crater_density_per_mpx": 350.0},
+    "linear": {"diffusivity_m2_per_myr": 15.0, "age_class_weights": (0.2, 0.2, 0.2, 0.2, 0.2),
+               "crater_density_per_mpx": 250.0},
+}
+
+
 @dataclass(frozen=True)
 class WorldParams:
     """Everything that defines a world; with the seed it reproduces the world exactly."""
@@ -77,7 +98,7 @@ class WorldParams:
     center_lat_deg: float = 0.0
     seed: int = 0
     n_craters: int | None = None             # None: crater_density_per_mpx x area
-    crater_density_per_mpx: float = 250.0    # craters >= min_diameter_px per million pixels
+    crater_density_per_mpx: float | None = None  # craters >= min_diameter_px per million pixels; None: per law
     min_diameter_px: float = 8.0
     max_diameter_px: float | None = None     # None: a quarter of the smaller side
     sfd_slope: float = 2.0                   # cumulative N(>D) ~ D^-sfd_slope
@@ -86,12 +107,16 @@ class WorldParams:
     mare_age_ga: float = 3.5                 # maria flood then: craters on maria are younger
     mare_fraction: float = 0.3               # share of the area that is maria
     unit_scale_px: float | None = None       # size of the unit blobs; None: a fifth of the smaller side
-    # Probability of each age class, oldest first (balanced so every class is learnable);
-    # classes older than a crater's surface are excluded and the rest renormalised.
-    age_class_weights: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2, 0.2)
-    # Topographic diffusivity. Fassett & Thomson (2014) find ~5.5 m^2/Myr for sub-km to km craters and
-    # larger values for larger ones; 15 makes the age signal clear at the default 100 m/px.
-    diffusivity_m2_per_myr: float = 15.0
+    # Probability of each age class, oldest first; classes older than a crater's surface are excluded and
+    # the rest renormalised. None: per law (see LAW_DEFAULTS).
+    age_class_weights: tuple[float, ...] | None = None
+    # Today's topographic diffusivity, m^2/Myr; a crater suffers it over its effective time (see
+    # degradation_law). None: per law (see LAW_DEFAULTS).
+    diffusivity_m2_per_myr: float | None = None
+    # "flux": diffusion over the flux-weighted time of the Neukum chronology (etl.chronology);
+    # "linear": diffusion proportional to age (worlds made before the flux law; world.json without
+    # this field means "linear").
+    degradation_law: str = "flux"
     n_diffusion_steps: int = 6               # global diffusion steps (craters are exact regardless)
     terrain_rms_m: float = 150.0             # RMS of the fractal background
     terrain_beta: float = 3.0                # its power-spectrum slope
@@ -102,6 +127,14 @@ class WorldParams:
     albedo_highlands: float = 0.30
     albedo_maria: float = 0.14
     min_visible_fraction: float = 0.15       # craters degraded below this share of fresh depth are not catalogued
+
+    def __post_init__(self):
+        # Fields left to the law take its defaults, so world.json always records the values used.
+        for name, value in LAW_DEFAULTS.get(self.degradation_law, {}).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.age_class_weights is not None:
+            object.__setattr__(self, "age_class_weights", tuple(float(w) for w in self.age_class_weights))
 
     @property
     def width_px(self) -> int:
@@ -115,6 +148,8 @@ class WorldParams:
         return float(self.max_diameter_px or min(self.width_px, self.rows_px) / 4.0)
 
     def validate(self) -> None:
+        if self.degradation_law not in DEGRADATION_LAWS:
+            raise ValueError(f"degradation_law must be one of {DEGRADATION_LAWS}, got {self.degradation_law!r}")
         if self.width_px < 32 or self.rows_px < 32:
             raise ValueError(f"world too small ({self.width_px} x {self.rows_px} px): use at least 32 x 32")
         if not self.pixel_size_m > 0:
@@ -411,9 +446,7 @@ def synthesize_world(params: WorldParams | None = None, *, progress: bool = Fals
     """Generate a world in memory (see the module docstring); ``overrides`` are WorldParams fields."""
     from tqdm import tqdm
 
-    p = params or WorldParams()
-    if overrides:
-        p = WorldParams(**{**asdict(p), **overrides})
+    p = WorldParams(**{**(asdict(params) if params else {}), **overrides}) if overrides else (params or WorldParams())
     p.validate()
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(p.seed).spawn(6)]
     rng_terrain, rng_units, rng_craters, rng_ages, rng_rays, rng_noise = rngs
@@ -451,7 +484,9 @@ def synthesize_world(params: WorldParams | None = None, *, progress: bool = Fals
     age = _sample_ages_ga(rng_ages, surface_age, p.age_class_weights)
     diameter_km = diam_px * px / 1000.0  # north-south pixels are true scale
     morph = crater_shape_km(diameter_km, p.complex_transition_km)
-    sigma_m = np.sqrt(2.0 * p.diffusivity_m2_per_myr * age * 1000.0)  # diffusion length over its age
+    # Diffusion length over the crater's effective (for the flux law, flux-weighted) time.
+    tau_ga = effective_time_ga(age, p.degradation_law)
+    sigma_m = np.sqrt(2.0 * p.diffusivity_m2_per_myr * tau_ga * 1000.0)
     lon, lat = grid.pixel_to_lonlat(cols, rows)
 
     # Time steps from the oldest surface to today, with the mare flooding as one step boundary.
@@ -463,10 +498,11 @@ def synthesize_world(params: WorldParams | None = None, *, progress: bool = Fals
     steps = tqdm(range(len(edges) - 1), desc="synth: craters through time", unit="step", disable=not progress)
     for k in steps:
         t_hi, t_lo = edges[k], edges[k + 1]
-        dem = diffuse(dem, (t_hi - t_lo) * 1000.0)
+        tau_lo_ga = float(effective_time_ga(t_lo, p.degradation_law))
+        dem = diffuse(dem, (float(effective_time_ga(t_hi, p.degradation_law)) - tau_lo_ga) * 1000.0)
         in_step = order[(age[order] <= t_hi) & (age[order] > t_lo)] if k else order[(age[order] > t_lo)]
         for i in in_step:
-            blur_m = math.sqrt(2.0 * p.diffusivity_m2_per_myr * (age[i] - t_lo) * 1000.0)
+            blur_m = math.sqrt(2.0 * p.diffusivity_m2_per_myr * max(tau_ga[i] - tau_lo_ga, 0.0) * 1000.0)
             shape_i = {"depth_m": morph["depth_km"][i] * 1000.0, "rim_height_m": morph["rim_height_km"][i] * 1000.0,
                        "floor_frac": morph["floor_diameter_km"][i] / diameter_km[i],
                        "peak_height_m": morph["peak_height_km"][i] * 1000.0}
@@ -599,6 +635,7 @@ def load_world_params(world_json: str | Path) -> WorldParams:
     meta = json.loads(Path(world_json).read_text())
     raw = dict(meta["params"])
     raw["age_class_weights"] = tuple(raw["age_class_weights"])
+    raw.setdefault("degradation_law", "linear")  # worlds written before the flux law
     return WorldParams(**raw)
 
 

@@ -15,9 +15,11 @@ from etl.moon import MOON_RADIUS_M
 from etl.synthetic import (UNIT_MARIA, WorldParams, crater_shape_km, generate_world, load_world_params,
                            synthesize_world)
 
-# A few hundred craters on a small world: enough for statistics, fast enough for a laptop.
+# A few hundred craters on a small world: enough for statistics, fast enough for a laptop. Classes drawn
+# evenly (the default world draws half of its craters pre-Nectarian, and most of those are erased), so
+# that every class, young highland craters included, has enough craters for the statistics.
 WORLD = dict(size_px=512, pixel_size_m=100.0, center_lon_deg=20.0, center_lat_deg=-10.0, seed=7,
-             crater_density_per_mpx=1100.0)
+             crater_density_per_mpx=1100.0, age_class_weights=(0.2, 0.2, 0.2, 0.2, 0.2))
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +230,7 @@ def test_craters_are_scaled_by_latitude():
     for seed in range(20):  # the first world whose one crater lies wholly inside the map
         w = synthesize_world(size_px=160, center_lat_deg=60.0, n_craters=1, min_diameter_px=30.0,
                              max_diameter_px=30.0001, mare_fraction=0.0, terrain_rms_m=0.0, basin_depth_m=0.0,
-                             seed=seed)
+                             age_class_weights=(0, 0, 0, 0, 1), seed=seed)  # a crisp (Copernican) crater
         if _interior(w.craters, w.dem_m.shape).all():
             break
     c = w.craters.iloc[0]
@@ -255,3 +257,64 @@ def test_synth_command(tmp_path):
     for name in ("dom.tif", "dem.tif", "units.tif", "catalogue.csv", "world.json"):
         assert (tmp_path / "w" / name).is_file()
     assert json.loads((tmp_path / "w" / "world.json").read_text())["params"]["size_px"] == 96
+    assert main(["synth", "--out", str(tmp_path / "old"), "--size", "96", "--degradation-law", "linear", "--quiet"]) == 0
+    params = json.loads((tmp_path / "old" / "world.json").read_text())["params"]
+    assert (params["degradation_law"], params["diffusivity_m2_per_myr"], params["crater_density_per_mpx"]) == \
+        ("linear", 15.0, 250.0)
+
+
+def test_chronology_effective_time():
+    from etl.chronology import effective_time_ga, neukum_n1_per_km2
+
+    # Neukum et al. (2001): ~1e-3 craters >= 1 km per km^2 at 1 Ga, ~0.03 at 3.85 Ga, ~1 at 4.4 Ga.
+    assert float(neukum_n1_per_km2(1.0)) == pytest.approx(8.38e-4 + 5.44e-14 * np.expm1(6.93), rel=1e-12)
+    assert 0.02 < float(neukum_n1_per_km2(3.85)) < 0.03 and 0.9 < float(neukum_n1_per_km2(4.4)) < 1.0
+    ages = np.linspace(0.0, 4.5, 200)
+    tau = effective_time_ga(ages)
+    assert tau[0] == 0.0 and np.all(np.diff(tau) > 0)
+    # The last 3 Ga run at about today's rate; the heavy bombardment multiplies the pre-Imbrian time.
+    assert float(effective_time_ga(1.1)) == pytest.approx(1.1, rel=1e-3)
+    assert float(effective_time_ga(3.85)) == pytest.approx(28.9, rel=0.01)
+    assert float(effective_time_ga(4.4)) == pytest.approx(1139.0, rel=0.01)
+    np.testing.assert_array_equal(effective_time_ga(ages, "linear"), ages)
+    with pytest.raises(ValueError, match="degradation law"):
+        effective_time_ga(1.0, "exponential")
+
+
+def _mean_measured_d_over_d(w):
+    cat, dem = w.catalogue, w.dem_m
+    sel = cat[~cat.complex & (cat.diameter_px >= 12) & _interior(cat, dem.shape)]
+    d_over_d = [_measured_depth_m(dem, c, np.cos(np.radians(c.lat))) / (c.diameter_km * 1000.0)
+                for c in sel.itertuples()]
+    return pd.Series(d_over_d).groupby(sel.age_class.to_numpy()).mean()
+
+
+def test_flux_law_separates_the_old_classes(world, world_dir):
+    """Degradation follows the cumulative impact flux: pre-Imbrian craters (heavy bombardment) are far
+    shallower than Imbrian ones in the DEM, which a linear law (the same world otherwise) does not give."""
+    from etl.chronology import effective_time_ga
+
+    meta = world["meta"]["params"]
+    assert meta["degradation_law"] == "flux"
+    cat = world["cat"]
+    np.testing.assert_allclose(
+        cat.diffusion_length_m,
+        np.sqrt(2.0 * meta["diffusivity_m2_per_myr"] * effective_time_ga(cat.age_ga) * 1000.0), rtol=1e-6)
+    flux = _mean_measured_d_over_d(synthesize_world(load_world_params(world_dir / "world.json")))
+    linear = _mean_measured_d_over_d(synthesize_world(**{**WORLD, "degradation_law": "linear"}))
+    old_flux, old_linear = (flux["Nc"] + flux["pNc"]) / 2, (linear["Nc"] + linear["pNc"]) / 2
+    assert flux["Ic"] - old_flux > 0.05
+    assert linear["Ic"] - old_linear < 0.03
+    assert flux["Cc"] > flux["Ec"] > flux["Ic"]  # the young classes stay crisp, in order
+
+
+def test_worlds_without_a_law_are_linear(world_dir, tmp_path):
+    meta = json.loads((world_dir / "world.json").read_text())
+    del meta["params"]["degradation_law"]  # a world.json written before the flux law
+    (tmp_path / "world.json").write_text(json.dumps(meta))
+    assert load_world_params(tmp_path / "world.json").degradation_law == "linear"
+    with pytest.raises(ValueError, match="degradation_law"):
+        WorldParams(degradation_law="exponential").validate()
+    # The law's defaults fill what is left unset, and are recorded.
+    assert WorldParams(degradation_law="linear").diffusivity_m2_per_myr == 15.0
+    assert WorldParams().diffusivity_m2_per_myr == 2.5
