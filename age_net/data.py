@@ -37,11 +37,12 @@ ATTRIBUTE_CLIP = 8.0
 
 
 def encode_labels(values) -> np.ndarray:
-    """Age-class codes / names / indices -> class indices; missing (NaN, '', None) -> -1 (unlabelled)."""
+    """Age-class codes / names / indices -> class indices; missing (NaN, '', None) or -1 (the catalogue
+    reader's unlabelled) -> -1 (unlabelled)."""
     out = np.full(len(values), -1, dtype=np.int64)
     for i, v in enumerate(values):
         if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()) \
-                or v is pd.NA:
+                or v is pd.NA or (isinstance(v, (int, np.integer)) and v == -1):
             continue
         out[i] = int(AgeClass.parse(v))
     return out

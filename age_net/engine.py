@@ -547,15 +547,18 @@ def _evaluate_on(trainer: AgeTrainer, other: CraterSet, name: str) -> dict:
 
 
 def _read_craters(path: str | Path) -> "pd.DataFrame":
-    """A crater table: an atlas file (contract) or any CSV/Parquet with lon, lat, diameter_km."""
-    import pandas as pd
-
+    """A crater table: an atlas GeoPackage (its contract) or a catalogue (``etl.catalogue``, the one reader:
+    CSV, Parquet, vector files; every problem listed by row and field) with lon, lat, diameter_km and
+    optionally age_class, where an empty age means unlabelled (class index -1). Rows are kept as
+    given (near-duplicates too): the age net dates every listed crater."""
     path = Path(path)
     if path.suffix.lower() == ".gpkg":
         from etl.contracts import read_atlas
 
         return read_atlas(path)[0]
-    return pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+    from etl.catalogue import read_catalogue
+
+    return read_catalogue(path, on_duplicate="keep", allow_unlabelled=True)
 
 
 def crater_set_from_sources(cfg, *, world=None, catalogue=None, dom=None, dem=None, units=None, unlabelled=None,

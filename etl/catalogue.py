@@ -145,7 +145,8 @@ def read_table(path, *, layer=None, lon_col: str = "lon", lat_col: str = "lat") 
 
 def read_catalogue(path, *, lon_col: str = "lon", lat_col: str = "lat", diameter_col: str = "diameter_km",
                    age_col: str | None = None, id_col: str | None = None, layer=None, diameter_unit: str = "km",
-                   on_duplicate: str = "error", on_invalid: str = "error") -> pd.DataFrame:
+                   on_duplicate: str = "error", on_invalid: str = "error",
+                   allow_unlabelled: bool = False) -> pd.DataFrame:
     """Read and validate a crater catalogue (CSV, Parquet, GeoPackage, GeoJSON, ...); see
     :func:`validate_catalogue` for the options. ``layer`` picks a vector layer. A CSV's other
     columns become numbers where all their cells parse. Raises :class:`CatalogueError`
@@ -155,7 +156,8 @@ def read_catalogue(path, *, lon_col: str = "lon", lat_col: str = "lat", diameter
     frame = _numbers_where_they_parse(frame, skip={lon_col, lat_col, diameter_col, id_col, age_col, AGE_COLUMN})
     return validate_catalogue(frame, source=str(path), lon_col=lon_col, lat_col=lat_col,
                               diameter_col=diameter_col, age_col=age_col, id_col=id_col,
-                              diameter_unit=diameter_unit, on_duplicate=on_duplicate, on_invalid=on_invalid)
+                              diameter_unit=diameter_unit, on_duplicate=on_duplicate, on_invalid=on_invalid,
+                              allow_unlabelled=allow_unlabelled)
 
 
 # ----------------------------------------------------------------------- validate
@@ -192,6 +194,13 @@ def _numbers(raw: np.ndarray, column: str, file: str, problems: list[Problem]) -
     for k in np.flatnonzero(~np.isfinite(values) & ~missing & ~text):
         problems.append(Problem(file, int(k) + 1, column, f"{values[k]} is not a finite number"))
     return np.where(np.isfinite(values), values, np.nan)
+
+
+def _is_unlabelled(value) -> bool:
+    """An empty age: null, NaN, blank text, or -1 (how this reader writes it, so its frames round-trip)."""
+    if isinstance(value, (int, np.integer, float, np.floating)) and not isinstance(value, bool):
+        return bool(np.isnan(value)) or value == -1
+    return value is None or value is pd.NA or (isinstance(value, str) and not value.strip())
 
 
 def _age_index(value) -> int:
@@ -233,7 +242,7 @@ def _report(source: str, what: str, problems: list[Problem]) -> str:
 def validate_catalogue(df: pd.DataFrame, *, source: str = "", lon_col: str = "lon", lat_col: str = "lat",
                        diameter_col: str = "diameter_km", age_col: str | None = None, id_col: str | None = None,
                        diameter_unit: str = "km", on_duplicate: str = "error",
-                       on_invalid: str = "error") -> pd.DataFrame:
+                       on_invalid: str = "error", allow_unlabelled: bool = False) -> pd.DataFrame:
     """Check a crater frame and return it in canonical form (a new frame, fresh index).
 
     Checks: the columns exist, lon/lat/diameter are finite numbers, lon in [-180, 360]
@@ -245,6 +254,9 @@ def validate_catalogue(df: pd.DataFrame, *, source: str = "", lon_col: str = "lo
     "drop" keeps the first, "keep" allows them. ``on_invalid="drop"`` drops the rows that fail
     the other checks with one warning listing them (real gazetteers list unmeasured craters
     with diameter 0) instead of raising. ``diameter_unit`` is that of ``diameter_col``.
+    ``allow_unlabelled``: a missing age (empty cell, null, or -1 as this function writes it) is
+    not a problem but an unlabelled crater, ``age_class`` -1 (training tables mix dated and undated craters); a present age
+    that does not parse is still one.
     """
     file = source or "catalogue"
     if on_duplicate not in ("error", "drop", "keep"):
@@ -278,6 +290,9 @@ def validate_catalogue(df: pd.DataFrame, *, source: str = "", lon_col: str = "lo
     if age_col:
         ages = np.zeros(len(df), dtype=np.int64)
         for k, value in enumerate(df[age_col].to_numpy()):
+            if allow_unlabelled and _is_unlabelled(value):
+                ages[k] = -1
+                continue
             try:
                 ages[k] = _age_index(value)
             except ValueError:

@@ -218,3 +218,23 @@ def test_metric_figures_are_written(tmp_path):
     for png in (cm_png, rel_png):
         with Image.open(png) as im:
             assert im.format == "PNG" and min(im.size) > 100
+
+
+def test_age_net_reads_catalogues_through_the_one_reader(tmp_path):
+    """Labelled and unlabelled rows of one table (empty age = unlabelled), problems by row and field."""
+    from age_net.data import encode_labels
+    from age_net.engine import _read_craters
+    from etl.catalogue import CatalogueError
+
+    path = tmp_path / "dated.csv"
+    path.write_text("lon,lat,diameter_km,age_class,unit\n10,20,5,Ec,maria\n11,21,6,,highlands\n350,22,7,Nc,highlands\n")
+    df = _read_craters(path)
+    assert df.lon.tolist() == [10.0, 11.0, -10.0]  # normalised by the reader
+    assert encode_labels(df.age_class.tolist()).tolist() == [3, -1, 1]
+    assert df.unit.tolist() == ["maria", "highlands", "highlands"]
+    df.to_parquet(tmp_path / "dated.parquet")
+    assert encode_labels(_read_craters(tmp_path / "dated.parquet").age_class.tolist()).tolist() == [3, -1, 1]
+    (tmp_path / "bad.csv").write_text("lon,lat,diameter_km,age_class\n10,20,-5,Ec\n11,95,6,Nc\n")
+    with pytest.raises(CatalogueError) as exc:
+        _read_craters(tmp_path / "bad.csv")
+    assert "row 1" in str(exc.value) and "diameter_km" in str(exc.value) and "row 2" in str(exc.value)

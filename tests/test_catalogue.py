@@ -208,3 +208,19 @@ def test_real_catalogues(shared_data):
     assert named.lon.between(-180, 180).all() and named.diameter_km.gt(0).all()
     assert named.lon.min() < -170 and named.lon.max() > 170  # both hemispheres
     assert "name" in named.columns
+
+
+def test_unlabelled_rows_are_allowed_only_when_asked(tmp_path):
+    """Training tables mix dated and undated craters: with ``allow_unlabelled`` an empty age is class -1;
+    without it, it is a problem; a present age that does not parse is a problem either way."""
+    path = _csv(tmp_path, "lon,lat,diameter_km,age_class\n10,20,5,Cc\n11,21,6,\n12,22,7,pNc\n")
+    df = read_catalogue(path, allow_unlabelled=True)
+    assert df.age_class.tolist() == [int(AgeClass.COPERNICAN), -1, int(AgeClass.PRE_NECTARIAN)]
+    with pytest.raises(CatalogueError) as exc:
+        read_catalogue(path)
+    assert "row 2" in str(exc.value) and "age_class" in str(exc.value)
+    bad = _csv(tmp_path, "lon,lat,diameter_km,age_class\n10,20,5,Cc\n11,21,6,Jurassic\n", "bad.csv")
+    with pytest.raises(CatalogueError, match="Jurassic"):
+        read_catalogue(bad, allow_unlabelled=True)
+    frame = pd.DataFrame({"lon": [1.0, 2.0], "lat": [0.0, 0.0], "diameter_km": [3.0, 4.0], "age_class": [None, "Ic"]})
+    assert validate_catalogue(frame, allow_unlabelled=True).age_class.tolist() == [-1, int(AgeClass.IMBRIAN)]
