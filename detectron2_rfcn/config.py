@@ -44,6 +44,13 @@ def add_rfcn_config(cfg: CN) -> CN:
     # it travels with the model and is the default of `deepcraters atlas` and `detect`.
     # -1 = not calibrated (the tools then use 0.5).
     cfg.MODEL.RFCN.CALIBRATED_SCORE_THRESH = -1.0
+    # Every detected box's width and height are multiplied by this about the box's centre at
+    # inference (before the final NMS): a regressor that sizes craters too large or too small by
+    # a steady factor is corrected where its boxes are made, so atlas, detect and evaluation
+    # agree. Calibrated with the threshold: the median true / detected diameter of the craters
+    # matched on the calibration split at the calibrated threshold (engine.calibrate_score_threshold
+    # writes it into OUTPUT_DIR/config.yaml). 1.0 = the boxes as regressed.
+    cfg.MODEL.RFCN.DIAMETER_SCALE = 1.0
 
     # timm trunk (backbone "build_timm_backbone"): a light trunk for CPUs that, unlike
     # Detectron2's R-18/R-34, can dilate its last stage (stride 16 score maps as in the paper).

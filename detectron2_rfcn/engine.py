@@ -129,12 +129,16 @@ def calibrate_score_threshold(cfg, model, results: dict | None = None) -> float 
     calibrated = cfg.clone()
     calibrated.defrost()
     calibrated.MODEL.RFCN.CALIBRATED_SCORE_THRESH = threshold
+    # The boxes were made with the current scale: the matched craters' ratio corrects what is left.
+    ratio = float(metrics.get("diameter_ratio_at_best_f1", float("nan")))
+    scale = float(cfg.MODEL.RFCN.DIAMETER_SCALE) * (ratio if ratio == ratio and ratio > 0 else 1.0)
+    calibrated.MODEL.RFCN.DIAMETER_SCALE = scale
     (out / "config.yaml").write_text(calibrated.dump())
     (out / "calibration.json").write_text(json.dumps(
-        {"dataset": name, "score_thresh": threshold, "best_f1": metrics["best_f1"], "metrics": metrics},
-        indent=2) + "\n")
-    logging.getLogger(__name__).info("score threshold calibrated on %s: %.3f (best F1 %.1f %%), recorded in %s",
-                                     name, threshold, metrics["best_f1"], out / "config.yaml")
+        {"dataset": name, "score_thresh": threshold, "best_f1": metrics["best_f1"], "diameter_scale": scale,
+         "metrics": metrics}, indent=2) + "\n")
+    logging.getLogger(__name__).info("score threshold calibrated on %s: %.3f (best F1 %.1f %%), diameter scale %.3f, "
+                                     "recorded in %s", name, threshold, metrics["best_f1"], scale, out / "config.yaml")
     return threshold
 
 

@@ -181,7 +181,10 @@ class CraterEvaluator(DatasetEvaluator):
         gt = self._ground_truth()
         scores, counted_tp, counted, pred_diam = [], [], [], []
         gt_diam_all, gt_matched_at_thresh = [], []
-        diam_err, centre_err = [], []
+        diam_err, diam_bias, centre_err = [], [], []
+        # True / detected diameter of every matched, counted detection (any score), for the
+        # diameter scale at the best-F1 threshold (engine.calibrate_score_threshold).
+        match_ratio, match_score = [], []
         for p in predictions:
             g = gt[p["image_id"]]
             match = match_craters(p["boxes"], p["scores"], g["boxes"], self.max_centre_distance_frac,
@@ -193,6 +196,10 @@ class CraterEvaluator(DatasetEvaluator):
             is_counted = ~hit_ignored & ~(~hit & (pd < self.min_diameter_px))
             scores.append(p["scores"])
             counted_tp.append(hit & ~hit_ignored)
+            matched = hit & ~hit_ignored
+            if matched.any():
+                match_ratio.append(gd[match[matched]] / np.maximum(pd[matched], 1e-9))
+                match_score.append(p["scores"][matched])
             counted.append(is_counted)
             pred_diam.append(pd)
             # Ground truth found by a detection above the operating threshold.
@@ -206,6 +213,7 @@ class CraterEvaluator(DatasetEvaluator):
             if good.any():
                 j = match[good]
                 diam_err.append(np.abs(pd[good] - gd[j]) / gd[j])
+                diam_bias.append((pd[good] - gd[j]) / gd[j])
                 centre_err.append(np.linalg.norm(pc[good] - gc[j], axis=1) / gd[j])
 
         scores = np.concatenate(scores)
@@ -233,8 +241,15 @@ class CraterEvaluator(DatasetEvaluator):
             f"recall_at_precision_{self.target_precision:g}":
                 100.0 * float(rec[prec >= self.target_precision].max()) if np.any(prec >= self.target_precision) else 0.0,
             "median_diameter_error_frac": float(np.median(np.concatenate(diam_err))) if diam_err else float("nan"),
+            # Signed: > 0 when detected craters are too large.
+            "median_diameter_bias_frac": float(np.median(np.concatenate(diam_bias))) if diam_bias else float("nan"),
             "median_centre_error_frac": float(np.median(np.concatenate(centre_err))) if centre_err else float("nan"),
         }
+        best = res["best_f1_score_thresh"]
+        ratio = np.concatenate(match_ratio) if match_ratio else np.zeros(0)
+        ratio = ratio[np.concatenate(match_score) >= best] if len(ratio) and best == best else np.zeros(0)
+        # Median true / detected diameter of the craters matched at the best-F1 threshold.
+        res["diameter_ratio_at_best_f1"] = float(np.median(ratio)) if len(ratio) else float("nan")
         edges = self.diameter_bins_px + [np.inf]
         for lo, hi in zip(edges[:-1], edges[1:]):
             name = f"{lo:g}to{hi:g}px" if np.isfinite(hi) else f"ge{lo:g}px"

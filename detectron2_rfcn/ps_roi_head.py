@@ -28,7 +28,7 @@ from detectron2.modeling.roi_heads.fast_rcnn import _log_classification_stats, f
 from detectron2.structures import ImageList, Instances
 from fvcore.nn import smooth_l1_loss
 
-__all__ = ["PSROIHeads", "ps_roi_vote"]
+__all__ = ["PSROIHeads", "ps_roi_vote", "scale_boxes_about_centres"]
 
 
 def ps_roi_vote(score_maps: torch.Tensor, rois: torch.Tensor, pool_size: int, spatial_scale: float,
@@ -45,6 +45,13 @@ def ps_roi_vote(score_maps: torch.Tensor, rois: torch.Tensor, pool_size: int, sp
     pooled = ps_roi_align(score_maps, rois, output_size=pool_size, spatial_scale=spatial_scale,
                           sampling_ratio=sampling_ratio)  # (R, C, k, k)
     return pooled.mean(dim=(2, 3))
+
+
+def scale_boxes_about_centres(boxes_xyxy: torch.Tensor, scale: float) -> torch.Tensor:
+    """XYXY boxes with width and height multiplied by ``scale``, centres kept."""
+    centres = (boxes_xyxy[:, :2] + boxes_xyxy[:, 2:]) / 2.0
+    half = (boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]) * (scale / 2.0)
+    return torch.cat([centres - half, centres + half], dim=1)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -73,9 +80,13 @@ class PSROIHeads(ROIHeads):
         test_score_thresh: float = 0.05,
         test_nms_thresh: float = 0.5,
         test_topk_per_image: int = 100,
+        diameter_scale: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not diameter_scale > 0:
+            raise ValueError(f"MODEL.RFCN.DIAMETER_SCALE must be > 0, got {diameter_scale}")
+        self.diameter_scale = float(diameter_scale)
         self.in_feature = in_feature
         self.feature_stride = feature_stride
         self.pool_size = pool_size
@@ -127,6 +138,7 @@ class PSROIHeads(ROIHeads):
             test_score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
             test_nms_thresh=cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
             test_topk_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            diameter_scale=cfg.MODEL.RFCN.DIAMETER_SCALE,
         )
         if cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE != "smooth_l1":
             raise ValueError("PSROIHeads supports MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE='smooth_l1' only")
@@ -225,6 +237,8 @@ class PSROIHeads(ROIHeads):
         counts = [len(p) for p in proposals]
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
         pred_boxes = self.box2box_transform.apply_deltas(deltas, proposal_boxes)  # (R, 4), class-agnostic
+        if self.diameter_scale != 1.0:
+            pred_boxes = scale_boxes_about_centres(pred_boxes, self.diameter_scale)
         scores = F.softmax(logits, dim=-1)
         instances, _ = fast_rcnn_inference(
             pred_boxes.split(counts), scores.split(counts), [p.image_size for p in proposals],

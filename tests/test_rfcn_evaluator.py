@@ -98,3 +98,18 @@ def test_perfect_detections_give_full_coco_ap():
     res = _evaluate([_gt(1, boxes)], [_out(boxes, [0.9, 0.8])], coco_ap=True)
     assert res["craters"]["precision"] == 100.0 and res["craters"]["recall"] == 100.0
     assert res["bbox"]["AP"] == pytest.approx(100.0) and res["bbox"]["AP50"] == pytest.approx(100.0)
+
+
+def test_diameter_bias_and_the_ratio_at_the_best_threshold():
+    # Three craters of D 20 / 40 / 30 px, detected 10 % / 30 % too large (same centres) and one
+    # exact low-score detection; a far false positive.
+    gts = [_gt(1, [[0, 0, 20, 20], [100, 100, 140, 140], [50, 50, 80, 80]])]
+    outs = [_out([[-1, -1, 21, 21], [94, 94, 146, 146], [50, 50, 80, 80], [160, 0, 180, 20]],
+                 [0.9, 0.8, 0.3, 0.2])]
+    res = _evaluate(gts, outs, score_thresh=0.5)["craters"]
+    # Above 0.5: biases +0.1 and +0.3 -> median +0.2 (signed), like the absolute error here.
+    assert res["median_diameter_bias_frac"] == pytest.approx(0.2)
+    assert res["median_diameter_error_frac"] == pytest.approx(0.2)
+    # Best F1 at score 0.3 (3 TPs of 3 craters, P 1.0): ratios 20/22, 40/52, 30/30 -> median 20/22.
+    assert res["best_f1_score_thresh"] == pytest.approx(0.3)
+    assert res["diameter_ratio_at_best_f1"] == pytest.approx(20 / 22)

@@ -123,3 +123,27 @@ def test_losses_are_finite_with_and_without_ohem():
         assert all(torch.isfinite(v) for v in losses.values())
         sum(losses.values()).backward()
         assert feats["res5"].grad is not None and feats["res5"].grad.abs().sum() > 0
+
+
+def test_diameter_scale_resizes_boxes_about_their_centres():
+    """MODEL.RFCN.DIAMETER_SCALE (the calibrated diameter correction) multiplies width and height of
+    every detected box and keeps its centre: the same model at scale 1 and 0.8."""
+    feats = {"res5": torch.randn(1, 0, 6, 6)}
+    boxes = {}
+    for scale in (1.0, 0.8):
+        cfg = get_rfcn_cfg(QUICK, ["MODEL.RFCN.DIAMETER_SCALE", str(scale), "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+                                   "MODEL.ROI_HEADS.NMS_THRESH_TEST", "1.0"])
+        torch.manual_seed(0)
+        head = build_model(cfg).roi_heads.eval()
+        feats["res5"] = torch.randn(1, head.reduce.in_channels, 6, 6, generator=torch.Generator().manual_seed(2))
+        props = Instances((96, 96))
+        props.proposal_boxes = Boxes(torch.tensor([[20.0, 20.0, 50.0, 50.0], [40.0, 30.0, 60.0, 70.0]]))
+        props.objectness_logits = torch.zeros(2)
+        with torch.no_grad():
+            (inst,), _ = head(None, feats, [props])
+        order = torch.argsort(inst.pred_boxes.tensor[:, 0])
+        boxes[scale] = inst.pred_boxes.tensor[order]
+    b1, b8 = boxes[1.0], boxes[0.8]
+    assert len(b1) == 2
+    torch.testing.assert_close((b8[:, :2] + b8[:, 2:]) / 2, (b1[:, :2] + b1[:, 2:]) / 2)
+    torch.testing.assert_close(b8[:, 2:] - b8[:, :2], 0.8 * (b1[:, 2:] - b1[:, :2]))

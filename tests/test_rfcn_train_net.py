@@ -44,6 +44,11 @@ def test_train_then_eval_only(tmp_path):
     assert calibration["dataset"] == "trainnet_val" and 0.0 <= calibration["score_thresh"] <= 1.0
     assert saved.MODEL.RFCN.CALIBRATED_SCORE_THRESH == pytest.approx(calibration["score_thresh"])
     assert default_score_threshold(saved) == pytest.approx(calibration["score_thresh"])
+    # ... and the diameter scale beside it: the matched craters' median true / detected diameter there.
+    ratio = calibration["metrics"]["diameter_ratio_at_best_f1"]
+    assert calibration["diameter_scale"] == pytest.approx(ratio if ratio == ratio else 1.0)
+    assert saved.MODEL.RFCN.DIAMETER_SCALE == pytest.approx(calibration["diameter_scale"])
+    assert calibration["diameter_scale"] > 0
     assert (out / "learning_curves.png").stat().st_size > 5000
 
     res = engine.main(parser.parse_args(common + ["--eval-only"] + opts + ["MODEL.WEIGHTS", str(weights)]))
