@@ -2,18 +2,24 @@
 
     python benchmarks/eval_lola.py --lola LOLA_DIR --work WORK                   # all steps
     python benchmarks/eval_lola.py --lola LOLA_DIR --work WORK --weights MODEL   # score a trained model
+    python benchmarks/eval_lola.py ... --config configs/LOLA/rfcn_timm_R_18_C4_360it.yaml   # another recipe
 
 Steps (each skipped when its output exists in --work):
 1. tiles: local-projection tiles (``etl.local_tiles``) of the DEM at --pixel-size-m, channels
    hillshade + slope + elevation; train / val / test as disjoint lon/lat boxes (below); labelled
    region = the catalogue's western hemisphere; craters < 20 km unlabelled (completeness);
-2. training: ``tools/train_net.py`` with configs/LOLA/rfcn_timm_R_18_C4_360it.yaml (nice, from
-   scratch, or --init-weights);
+2. training: ``tools/train_net.py`` with --config (default configs/LOLA/rfcn_timm_R_18_DC4_900it.yaml;
+   nice, from scratch, or --init-weights); training calibrates the model's score threshold and
+   diameter scale on the val tiles and records them in its config.yaml;
 3. atlas of the val and the test box (each widened by --margin-deg so craters at its edge are whole
    in some tile), every detection down to score 0.05, merged in lunar coordinates;
 4. scores (``etl.evaluation.evaluate_atlas``): the score threshold is the best-F1 one on val
    (DeepMoon rule), then test is scored at it with the DeepMoon, strict and project rules; recall by
-   diameter bin and by latitude band; median diameter error. JSON to --out.
+   diameter bin and by latitude band; median diameter error. The atlases are made with the
+   model's recorded diameter scale (MODEL.RFCN.DIAMETER_SCALE in the config.yaml beside
+   --weights, as ``deepcraters atlas`` would; --diameter-scale overrides it); the test scores
+   without it ("test_unscaled") divide the atlas's diameters by the scale (the merge saw the
+   scaled boxes). JSON to --out.
 
 The DEM is ``deepcraters lunar-rasters`` output (``dem.tif``, metres); without it (or without the
 catalogue) the script says what is missing and exits with status 2.
@@ -34,7 +40,7 @@ TRAIN = "-180,-85,-125,85;-120,62,0,85;-120,-85,0,-62;-55,-60,-30,60"
 VAL = "-25,-45,0,45"
 TEST = "-120,-60,-60,60"
 LABELLED = "-180,-90,0,90"
-CONFIG = ROOT / "configs" / "LOLA" / "rfcn_timm_R_18_C4_360it.yaml"
+CONFIG = ROOT / "configs" / "LOLA" / "rfcn_timm_R_18_DC4_900it.yaml"
 LAT_BANDS = ((-60, -30), (-30, 0), (0, 30), (30, 60))
 
 
@@ -45,7 +51,11 @@ def parse_args(argv=None):
                     default=ROOT.parent / "shared" / "data" / "catalogues" / "head2010_west.csv")
     ap.add_argument("--work", type=Path, required=True, help="tiles (WORK/tiles), run (WORK/run) and atlases go here")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eval_lola.json")
+    ap.add_argument("--config", type=Path, default=CONFIG, help="the detector's config (training and atlas)")
     ap.add_argument("--weights", type=Path, default=None, help="a trained model: skip training")
+    ap.add_argument("--diameter-scale", type=float, default=None,
+                    help="multiply detected diameters by this (default: the model's calibrated "
+                         "MODEL.RFCN.DIAMETER_SCALE from the config.yaml beside the weights, else 1)")
     ap.add_argument("--init-weights", default="", help="start training from these weights (channels must fit)")
     ap.add_argument("--pixel-size-m", type=float, default=1900.0, help="level-1 pixel of the tiles (LOLA: 3,790 m)")
     ap.add_argument("--tile-size", type=int, default=256)
@@ -74,13 +84,31 @@ def build_tiles(args, out: Path) -> None:
 
 
 def train(args, tiles: Path, run: Path) -> Path:
-    cmd = ["nice", "-n", "10", sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(CONFIG),
+    cmd = ["nice", "-n", "10", sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(args.config),
            "DATASETS.CRATER.DIR", str(tiles), "OUTPUT_DIR", str(run)]
     if args.init_weights:
         cmd += ["MODEL.WEIGHTS", args.init_weights]
     print(" ".join(cmd))
     subprocess.run(cmd, check=True)
     return run / "model_final.pth"
+
+
+def recorded_diameter_scale(weights: Path) -> float:
+    """MODEL.RFCN.DIAMETER_SCALE of the config.yaml that training wrote beside ``weights`` (1.0
+    when there is none, or it predates the key)."""
+    import yaml
+
+    saved = weights.parent / "config.yaml"
+    if not saved.is_file():
+        return 1.0
+    rfcn = ((yaml.safe_load(saved.read_text()) or {}).get("MODEL") or {}).get("RFCN") or {}
+    return float(rfcn.get("DIAMETER_SCALE", 1.0))
+
+
+def config_name(path: Path) -> str:
+    """The config's path in the repository (the JSON is committed; machine paths are not)."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if ROOT in path.parents else path.name
 
 
 def replayed_catalogue(reference):
@@ -146,7 +174,9 @@ def main(argv=None) -> int:
     from etl.evaluation import Region, evaluate_atlas
     from etl.local_tiles import LonLatBox
 
-    cfg = get_rfcn_cfg(str(CONFIG), ["DATASETS.CRATER.DIR", str(tiles), "MODEL.DEVICE", "cpu"])
+    scale = 1.0 if args.replay else (args.diameter_scale or recorded_diameter_scale(weights))
+    cfg = get_rfcn_cfg(str(args.config), ["DATASETS.CRATER.DIR", str(tiles), "MODEL.DEVICE", "cpu",
+                                          "MODEL.RFCN.DIAMETER_SCALE", str(scale)])
     setup_crater_datasets(cfg)  # the training tiles' pixel statistics and channels
     reference = read_catalogue(args.catalogue)
     limit = args.complete_above_km
@@ -159,16 +189,21 @@ def main(argv=None) -> int:
     predictor = replayed_catalogue(reference) if args.replay else None
     if args.replay:
         weights = Path("replayed-catalogue")
-    val_atlas = atlas(args, cfg, weights, VAL, args.work / "atlas_val.parquet", predictor)
+    tag = "" if scale == 1.0 else f"_scale{scale:.4f}"
+    val_atlas = atlas(args, cfg, weights, VAL, args.work / f"atlas_val{tag}.parquet", predictor)
     val = evaluate_atlas(val_atlas, reference, region=region(VAL), min_diameter_km=limit, rules=("deepmoon",),
                          target_precision=0.85)
     threshold = val["rules"]["deepmoon"]["best_f1_score_thresh"]
-    test_atlas = atlas(args, cfg, weights, TEST, args.work / "atlas_test.parquet", predictor)
+    test_atlas = atlas(args, cfg, weights, TEST, args.work / f"atlas_test{tag}.parquet", predictor)
     test = evaluate_atlas(test_atlas, reference, region=region(TEST), min_diameter_km=limit, rules=rules,
                           score_threshold=threshold, bins_km=[20.0, 30.0, 50.0, 100.0], target_precision=0.85)
     # Over all scores (the precision-recall curve): recall at precision >= 0.85, best F1.
     curve = evaluate_atlas(test_atlas, reference, region=region(TEST), min_diameter_km=limit, rules=rules,
                            bins_km=[20.0, 30.0, 50.0, 100.0], target_precision=0.85)
+    # The same atlas without the diameter scale (diameters divided by it): what the scale fixed.
+    unscaled = evaluate_atlas(test_atlas.assign(diameter_km=test_atlas["diameter_km"] / scale), reference,
+                              region=region(TEST), min_diameter_km=limit, rules=rules, score_threshold=threshold,
+                              bins_km=[20.0, 30.0, 50.0, 100.0], target_precision=0.85)
     bands = {}
     for lo, hi in LAT_BANDS:
         b = region(TEST)
@@ -177,20 +212,21 @@ def main(argv=None) -> int:
         bands[f"{lo}..{hi}"] = {name: {"num_reference": r["rules"][name]["num_reference"],
                                        "recall": r["rules"][name]["recall"],
                                        "precision": r["rules"][name]["precision"]} for name in rules}
-    for res in (val, test, curve):
+    for res in (val, test, curve, unscaled):
         res.pop("_sfd", None)
     result = {
         # File names only: the JSON is committed, the machine's paths are not.
         "data": {"dem": "dem.tif", "catalogue": args.catalogue.name,
                  "complete_above_km": limit, "pixel_size_m": args.pixel_size_m,
                  "train": TRAIN, "val": VAL, "test": TEST, "labelled": LABELLED},
-        "model": {"config": str(CONFIG.relative_to(ROOT)), "weights": f"{weights.parent.name}/{weights.name}",
-                  "channels": list(cfg.MODEL.RFCN.INPUT_CHANNELS)},
+        "model": {"config": config_name(args.config), "weights": f"{weights.parent.name}/{weights.name}",
+                  "channels": list(cfg.MODEL.RFCN.INPUT_CHANNELS), "diameter_scale": scale},
         "atlas": {"levels": args.levels, "tile_size_px": args.tile_size, "overlap_px": args.overlap,
                   "min_diameter_px": args.min_diameter, "max_diameter_px": args.max_diameter,
                   "margin_deg": args.margin_deg},
         "score_threshold_from_val": threshold, "val": val, "test_at_val_threshold": test,
-        "test_all_scores": curve, "test_recall_by_latitude_band": bands,
+        "test_all_scores": curve, "test_unscaled_at_val_threshold": unscaled,
+        "test_recall_by_latitude_band": bands,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
@@ -198,7 +234,8 @@ def main(argv=None) -> int:
         r, c = test["rules"][name], curve["rules"][name]
         print(f"{name:9s} P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} at score >= {threshold:.3f}; "
               f"best F1 {c['best_f1']:.3f}; recall at P >= 0.85 {c['recall_at_precision_0.85']:.3f}; "
-              f"median |dD|/D {r['median_abs_diameter_error_frac']:.3f}")
+              f"median |dD|/D {r['median_abs_diameter_error_frac']:.3f} (bias {r['median_diameter_bias_frac']:+.3f}; "
+              f"without the scale {scale:.3f}: {unscaled['rules'][name]['median_abs_diameter_error_frac']:.3f})")
     print(f"wrote {args.out}")
     return 0
 
