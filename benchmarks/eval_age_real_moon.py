@@ -5,8 +5,14 @@ the USGS 2013 label points.
 
 Train on part of the west, test on a spatially disjoint part (whole lon/lat blocks of
 ``--block-deg``; each trial its own blocks). Mean Teacher's unlabelled craters are the Head
-2010 craters without a consistent single-system label. Run twice: crater-material units
-off (the honest result: near a crater they *are* its label) and on (to show the leak).
+2010 craters without a consistent single-system label and, with ``--atlas``, the craters of a
+detector's atlas of the west that match no Head 2010 crater (``etl.matching``'s project rule):
+craters under the catalogue's 20 km limit, and Head misses (or false detections). Atlas craters
+join only training blocks (``age_net.engine.make_split``): no test- or val-block crater is
+trained on, labelled or not; those in blocks without any Head crater are left out, so the blocks,
+and hence every trial's split, are the same with and without the atlas. Run twice: crater-material
+units off (the honest result: near a crater they *are* its label) and on (to show the leak);
+``--materials off`` runs only the first.
 Reports accuracy, macro-F1 and ECE (mean and std over trials) and accuracy by diameter bin;
 writes JSON.
 
@@ -15,10 +21,12 @@ Inputs (skipped with a message when absent): ``--lola DIR`` as written by
 ages_west.parquet) and ``--label-points`` (../shared/data/geology/usgs2013_unit_label_points.csv).
 
     python benchmarks/eval_age_real_moon.py --lola ../lola
+    python benchmarks/eval_age_real_moon.py --lola ../lola --atlas west_atlas.gpkg --out ...   # + atlas craters
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -41,6 +49,13 @@ def parse_args(argv=None):
     p.add_argument("--work", type=Path, default=REPO / "output" / "age_real_moon", help="checkpoints, metrics")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "age_real_moon.json")
     p.add_argument("--block-deg", type=float, default=15.0, help="side of the spatial split's blocks, degrees")
+    p.add_argument("--atlas", type=Path, default=None,
+                   help="a detector's atlas of the west (.gpkg/.parquet/.csv, `deepcraters atlas`): its craters "
+                        "that match no Head 2010 crater join Mean Teacher's unlabelled craters")
+    p.add_argument("--atlas-min-score", type=float, default=None,
+                   help="use only atlas craters scoring at least this (default: all the atlas holds)")
+    p.add_argument("--materials", choices=("both", "off", "on"), default="both",
+                   help="crater-material units: off (the honest figure), on (the leak), or both runs")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("opts", nargs="...", help="config overrides, KEY VALUE pairs (e.g. TRIALS 3 SOLVER.MAX_ITER 600)")
     return p.parse_args(argv)
@@ -58,6 +73,46 @@ def accuracy_by_diameter(pred_csv: Path) -> dict:
                     "accuracy": float((df.loc[sel, "true_class"] == df.loc[sel, "predicted_class"]).mean())
                     if sel.any() else float("nan")}
     return out
+
+
+def atlas_unlabelled(atlas_path: Path, table, *, block_deg: float, min_score: float | None = None):
+    """The atlas's craters to add as unlabelled: in the west, matching no crater of ``table`` (every
+    Head 2010 crater, labelled or not; the project's rule), in a lon/lat block that holds a Head crater
+    (so the blocks of the spatial split do not change). Returns (craters, counts)."""
+    import numpy as np
+    import pandas as pd
+
+    from etl.matching import has_match
+
+    if atlas_path.suffix.lower() == ".gpkg":
+        from etl.contracts import read_atlas
+
+        atlas = read_atlas(atlas_path)[0]
+    elif atlas_path.suffix.lower() == ".parquet":
+        atlas = pd.read_parquet(atlas_path)
+    else:
+        atlas = pd.read_csv(atlas_path)
+    counts = {"atlas": int(len(atlas))}
+    if min_score is not None:
+        atlas = atlas[atlas["score"] >= min_score]
+    atlas = atlas[atlas["lon"] < 0].reset_index(drop=True)
+    counts["west_above_score"] = int(len(atlas))
+    known = has_match(atlas["lon"], atlas["lat"], atlas["diameter_km"], table["lon"], table["lat"],
+                      table["diameter_km"])
+    counts["matching_head2010"] = int(known.sum())
+    atlas = atlas[~known]
+
+    def block_keys(lon, lat):
+        return zip(np.floor(np.asarray(lon, float) / block_deg).astype(int).tolist(),
+                   np.floor(np.asarray(lat, float) / block_deg).astype(int).tolist())
+
+    head_blocks = set(block_keys(table["lon"], table["lat"]))
+    in_block = np.array([k in head_blocks for k in block_keys(atlas["lon"], atlas["lat"])], dtype=bool)
+    counts["outside_head2010_blocks"] = int((~in_block).sum())
+    atlas = atlas[in_block].reset_index(drop=True)
+    counts["added"] = int(len(atlas))
+    counts["added_below_20_km"] = int((atlas["diameter_km"] < 20.0).sum())
+    return atlas[["lon", "lat", "diameter_km"]], counts
 
 
 def main(argv=None) -> int:
@@ -84,15 +139,27 @@ def main(argv=None) -> int:
     results = {"what": "age net on the real Moon: Head 2010 west craters (USGS 2013 labels, consistent), LOLA "
                        "DEM + albedo crops, spatially disjoint test blocks", "block_deg": args.block_deg,
                "labelled": int((table["age_class"].fillna("") != "").sum()), "craters": len(table)}
-    for crater_materials in (False, True):
+    unlabelled, suffix = None, ""
+    if args.atlas is not None:
+        extra, counts = atlas_unlabelled(args.atlas, table, block_deg=args.block_deg, min_score=args.atlas_min_score)
+        text = extra.to_csv(index=False)
+        # Named by content: the crop cache is keyed by this path.
+        unlabelled = args.work / f"atlas_unlabelled_{hashlib.sha256(text.encode()).hexdigest()[:12]}.csv"
+        unlabelled.write_text(text)
+        suffix = "_atlas"
+        results["atlas"] = {"file": args.atlas.name, "min_score": args.atlas_min_score} | counts
+        print(f"atlas {args.atlas.name}: {counts['added']} craters added as unlabelled ({counts['added_below_20_km']} "
+              f"under 20 km; {counts['matching_head2010']} matched a Head 2010 crater)")
+    for crater_materials in {"both": (False, True), "off": (False,), "on": (True,)}[args.materials]:
         name = "crater_materials_" + ("on" if crater_materials else "off")
         opts = ["DATA.BLOCK_DEG", str(args.block_deg), "ATTRIBUTES.CRATER_MATERIAL_UNITS", str(crater_materials),
                 # Real craters of 20-300 km are kilometres deep: a 2 km scale keeps the DEM channel near unit range.
-                "INPUT.DEM_SCALE_M", "2000.0", "OUTPUT_DIR", str(args.work / name)] + list(args.opts)
+                "INPUT.DEM_SCALE_M", "2000.0", "OUTPUT_DIR", str(args.work / (name + suffix))] + list(args.opts)
         cfg = get_age_cfg(args.config_file, opts)
         t0 = time.perf_counter()
         cs = crater_set_from_sources(cfg, catalogue=catalogue, dom=args.lola / "dom.tif", dem=args.lola / "dem.tif",
-                                     units=units, cache_dir=args.work, progress=not args.quiet)
+                                     units=units, unlabelled=unlabelled, cache_dir=args.work,
+                                     progress=not args.quiet)
         summary = run_trials(cfg, cs, progress=not args.quiet)
         bins = [accuracy_by_diameter(Path(cfg.OUTPUT_DIR) / f"trial{t['trial']}" / "test_predictions.csv")
                 for t in summary["trials"]]
