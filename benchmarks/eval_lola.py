@@ -12,7 +12,8 @@ Steps (each skipped when its output exists in --work):
    nice, from scratch, or --init-weights); training calibrates the model's score threshold and
    diameter scale on the val tiles and records them in its config.yaml;
 3. atlas of the val and the test box (each widened by --margin-deg so craters at its edge are whole
-   in some tile), every detection down to score 0.05, merged in lunar coordinates;
+   in some tile), every detection down to score 0.05, merged in lunar coordinates (or, with
+   --one-atlas BOX, one atlas of a box holding both, e.g. the whole labelled west);
 4. scores (``etl.evaluation.evaluate_atlas``): the score threshold is the best-F1 one on val
    (DeepMoon rule), then test is scored at it with the DeepMoon, strict and project rules; recall by
    diameter bin and by latitude band; median diameter error. The atlases are made with the
@@ -65,6 +66,10 @@ def parse_args(argv=None):
     ap.add_argument("--max-diameter", type=float, default=96.0, help="px, at each level")
     ap.add_argument("--complete-above-km", type=float, default=20.0)
     ap.add_argument("--margin-deg", type=float, default=4.0)
+    ap.add_argument("--one-atlas", default=None, metavar="BOX",
+                    help="one atlas over this lon/lat box, which must hold the val and test boxes widened by "
+                         "--margin-deg (e.g. -180,-90,4,90: the labelled west and the val box's margin), instead of "
+                         "one per box; kept as WORK/atlas_one*.parquet (every detection down to score 0.05)")
     ap.add_argument("--replay", action="store_true",
                     help="no model: the catalogue itself as the predictor (the ceiling of tiles, levels and merge)")
     ap.add_argument("--quiet", action="store_true")
@@ -127,7 +132,7 @@ def replayed_catalogue(reference):
     return predict
 
 
-def atlas(args, cfg, weights: Path | None, box_text: str, out: Path, predictor=None):
+def atlas(args, cfg, weights: Path | None, box_text: str, out: Path, predictor=None, margin_deg: float | None = None):
     import pandas as pd
 
     from detectron2_rfcn.atlas import AtlasSettings, CraterPredictor
@@ -137,7 +142,7 @@ def atlas(args, cfg, weights: Path | None, box_text: str, out: Path, predictor=N
     if out.is_file():
         return pd.read_parquet(out)
     box = LonLatBox.parse(box_text)
-    m = args.margin_deg
+    m = args.margin_deg if margin_deg is None else margin_deg
     wide = LonLatBox(max(box.lon_min - m, -180.0), max(box.lat_min - m, -90.0), min(box.lon_max + m, 180.0),
                      min(box.lat_max + m, 90.0))
     settings = AtlasSettings(levels=tuple(int(v) for v in args.levels.split(",")), tile_size_px=args.tile_size,
@@ -190,11 +195,17 @@ def main(argv=None) -> int:
     if args.replay:
         weights = Path("replayed-catalogue")
     tag = "" if scale == 1.0 else f"_scale{scale:.4f}"
-    val_atlas = atlas(args, cfg, weights, VAL, args.work / f"atlas_val{tag}.parquet", predictor)
+    if args.one_atlas:
+        # One atlas for both boxes (and whatever else the box holds, e.g. the labelled west for the age network).
+        val_atlas = atlas(args, cfg, weights, args.one_atlas, args.work / f"atlas_one{tag}.parquet", predictor,
+                          margin_deg=0.0)
+    else:
+        val_atlas = atlas(args, cfg, weights, VAL, args.work / f"atlas_val{tag}.parquet", predictor)
     val = evaluate_atlas(val_atlas, reference, region=region(VAL), min_diameter_km=limit, rules=("deepmoon",),
                          target_precision=0.85)
     threshold = val["rules"]["deepmoon"]["best_f1_score_thresh"]
-    test_atlas = atlas(args, cfg, weights, TEST, args.work / f"atlas_test{tag}.parquet", predictor)
+    test_atlas = (val_atlas if args.one_atlas else
+                  atlas(args, cfg, weights, TEST, args.work / f"atlas_test{tag}.parquet", predictor))
     test = evaluate_atlas(test_atlas, reference, region=region(TEST), min_diameter_km=limit, rules=rules,
                           score_threshold=threshold, bins_km=[20.0, 30.0, 50.0, 100.0], target_precision=0.85)
     # Over all scores (the precision-recall curve): recall at precision >= 0.85, best F1.
@@ -223,7 +234,7 @@ def main(argv=None) -> int:
                   "channels": list(cfg.MODEL.RFCN.INPUT_CHANNELS), "diameter_scale": scale},
         "atlas": {"levels": args.levels, "tile_size_px": args.tile_size, "overlap_px": args.overlap,
                   "min_diameter_px": args.min_diameter, "max_diameter_px": args.max_diameter,
-                  "margin_deg": args.margin_deg},
+                  "margin_deg": args.margin_deg, "one_atlas": args.one_atlas},
         "score_threshold_from_val": threshold, "val": val, "test_at_val_threshold": test,
         "test_all_scores": curve, "test_unscaled_at_val_threshold": unscaled,
         "test_recall_by_latitude_band": bands,
