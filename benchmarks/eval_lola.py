@@ -8,7 +8,7 @@ Steps (each skipped when its output exists in --work):
 1. tiles: local-projection tiles (``etl.local_tiles``) of the DEM at --pixel-size-m, channels
    hillshade + slope + elevation; train / val / test as disjoint lon/lat boxes (below); labelled
    region = the catalogue's western hemisphere; craters < 20 km unlabelled (completeness);
-2. training: ``tools/train_net.py`` with --config (default configs/LOLA/rfcn_timm_R_18_DC4_600it.yaml;
+2. training: ``tools/train_net.py`` with --config (default configs/LOLA/rfcn_timm_R_18_DC4_800it.yaml;
    nice, from scratch, or --init-weights); training calibrates the model's score threshold and
    diameter scale on the val tiles and records them in its config.yaml;
 3. atlas of the val and the test box (each widened by --margin-deg so craters at its edge are whole
@@ -41,7 +41,7 @@ TRAIN = "-180,-85,-125,85;-120,62,0,85;-120,-85,0,-62;-55,-60,-30,60"
 VAL = "-25,-45,0,45"
 TEST = "-120,-60,-60,60"
 LABELLED = "-180,-90,0,90"
-CONFIG = ROOT / "configs" / "LOLA" / "rfcn_timm_R_18_DC4_600it.yaml"
+CONFIG = ROOT / "configs" / "LOLA" / "rfcn_timm_R_18_DC4_800it.yaml"
 LAT_BANDS = ((-60, -30), (-30, 0), (0, 30), (30, 60))
 
 
