@@ -359,6 +359,85 @@ def test_bulk_load_rebuilds_indexes_atomically_and_concurrently(atlas_url, atlas
     assert expected <= _rebuilt_objects(atlas_engine)
 
 
+def _pk_index_oid(engine, table: str = "craters") -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT conindid::bigint FROM pg_constraint WHERE conrelid = to_regclass(:t) "
+                                 "AND contype = 'p'"), {"t": table}).scalar()
+
+
+def _run_ids(engine, run: str) -> np.ndarray:
+    """The run's primary keys in Z-order (the order the load copied its rows in)."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT c.id, c.lon, c.lat FROM craters c JOIN detection_runs r ON r.id = c.run_id "
+                                 "WHERE r.run_name = :run"), {"run": run}).fetchall()
+    ids, lon, lat = (np.array(v) for v in zip(*rows))
+    return ids[B.spatial_order(lon, lat)]
+
+
+def test_bulk_load_rebuilds_primary_key_and_numbers_rows_itself(atlas_url, atlas_engine, monkeypatch):
+    """A bulk load may also drop and rebuild the primary key (and the age table's foreign key
+    that hangs on it), numbering its rows from the sequence itself: after a failure the key,
+    that foreign key and the sequence's promise (no id reused) hold; after a commit the run's
+    ids are one block in copy order, every index and constraint is valid, and later loads
+    draw ids past the block. While another session holds the age table, the load does not
+    wait for it: it keeps the primary key and still loads."""
+    monkeypatch.setattr(B, "_BULK_MIN_ROWS", 1)
+    monkeypatch.setattr(B, "_BULK_FACTOR", 0)
+    monkeypatch.setattr(B, "_REFERRER_FACTOR", 1e9)  # the shared test database holds age rows
+    expected = {"pk_craters", "uq_craters_run_id_crater_id", "fk_craters_run_id_detection_runs", "ix_craters_geom"}
+    age_fk = {"fk_age_estimates_crater_pk_craters", "pk_age_estimates"}
+    run = _name("bulkpk")
+    df = synthetic_atlas(2000, run, seed=41)
+    pk_before = _pk_index_oid(atlas_engine)
+
+    monkeypatch.setattr(B, "_before_commit", lambda conn, result: (_ for _ in ()).throw(RuntimeError("injected")))
+    with pytest.raises(RuntimeError, match="injected"):
+        L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
+    assert _pk_index_oid(atlas_engine) == pk_before and expected <= _rebuilt_objects(atlas_engine)
+    assert age_fk <= _rebuilt_objects(atlas_engine, "age_estimates", "pf")
+    monkeypatch.setattr(B, "_before_commit", lambda conn, result: None)
+
+    res = L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
+    assert res.inserted == len(df)
+    assert _pk_index_oid(atlas_engine) != pk_before  # rebuilt
+    assert expected <= _rebuilt_objects(atlas_engine)
+    assert age_fk <= _rebuilt_objects(atlas_engine, "age_estimates", "pf")
+    ids = _run_ids(atlas_engine, run)
+    np.testing.assert_array_equal(ids, np.arange(ids[0], ids[0] + len(df)))  # one block, in copy order
+    pd.testing.assert_frame_equal(_snapshot(atlas_engine, run).drop(columns="xmin"),
+                                  df.sort_values("crater_id").reset_index(drop=True), check_dtype=False)
+    ages = synthetic_ages(df["crater_id"], seed=41)  # the re-added foreign key serves the ages
+    assert L.load_ages_frame(ages, age_provenance(_name("bulkpkages"), run), engine=atlas_engine).inserted == len(df)
+
+    later = _name("bulkpk")  # not bulk: ids from nextval per row, past the block and the failed load's
+    monkeypatch.setattr(B, "_BULK_MIN_ROWS", 10**9)
+    L.load_atlas_frame(synthetic_atlas(50, later, seed=42), atlas_provenance(later), engine=atlas_engine)
+    assert _run_ids(atlas_engine, later).min() > ids[-1]
+
+    monkeypatch.setattr(B, "_BULK_MIN_ROWS", 1)
+    held = _name("bulkpk")
+    pk_now = _pk_index_oid(atlas_engine)
+    with atlas_engine.connect() as other:
+        other.execute(text("SELECT count(*) FROM age_estimates"))  # holds ACCESS SHARE until rollback
+        res = L.load_atlas_frame(synthetic_atlas(300, held, seed=43), atlas_provenance(held), engine=atlas_engine)
+        other.rollback()
+    assert res.inserted == 300 and _pk_index_oid(atlas_engine) == pk_now  # kept, not waited for
+    assert expected <= _rebuilt_objects(atlas_engine)
+
+
+def test_bulk_reference_load_rebuilds_primary_key(atlas_engine, monkeypatch):
+    """Nothing hangs on reference_craters' primary key: a bulk load always rebuilds it."""
+    monkeypatch.setattr(B, "_BULK_MIN_ROWS", 1)
+    monkeypatch.setattr(B, "_BULK_FACTOR", 0)
+    name = _name("bulkref")
+    cat = synthetic_atlas(500, name, seed=44)[["lon", "lat", "diameter_km"]]
+    before = _pk_index_oid(atlas_engine, "reference_craters")
+    res = L.load_reference_frame(cat, name, engine=atlas_engine)
+    assert res.inserted == len(cat) and _pk_index_oid(atlas_engine, "reference_craters") != before
+    assert {"pk_reference_craters", "uq_reference_craters_catalogue_id_ref_id",
+            "ix_reference_craters_geom"} <= _rebuilt_objects(atlas_engine, "reference_craters", "puf")
+
+
 def test_ids_of_any_length_and_script_round_trip(atlas_engine):
     """Binary COPY groups rows by text length and encodes ASCII in one numpy pass: ids of
     mixed lengths and non-ASCII ids must still arrive intact, each with its own row. Ages
