@@ -11,6 +11,7 @@ distances on the lunar sphere (R = 1,737,400 m).
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -53,6 +54,92 @@ def _column(values: tuple):
     if values and type(values[0]) is str:
         return pd.array(values, dtype="str")
     return list(values)
+
+
+#: The columns of the three spatial searches' rows (``deepcraters_craters_within`` and
+#: ``deepcraters_nearest_craters`` add ``distance_km``): texts first, then float8, none NULL.
+_SEARCH_TEXT = ("run_name", "crater_id")
+_SEARCH_FLOAT = ("lon", "lat", "diameter_km", "score")
+_COPY_HEADER_BYTES = 19  # "PGCOPY\n\377\r\n\0", flags int32, header extension length int32 (0)
+
+
+def _search_frame(conn: Connection, sql: str, params: dict, floats: tuple[str, ...]) -> pd.DataFrame:
+    """``_frame`` for a spatial search: the same DataFrame, read through binary COPY instead of
+    text rows. Each float arrives as its 8 bytes and the rows become numpy arrays in one
+    pass, where the cursor made and parsed a Python object per value: about half the client
+    time of a radius search returning 2,000 craters."""
+    cur = conn.connection.dbapi_connection.cursor()
+    buf = io.BytesIO()
+    try:
+        cur.copy_expert(b"COPY (" + cur.mogrify(sql, params) + b") TO STDOUT WITH (FORMAT binary)", buf)
+    finally:
+        cur.close()
+    return _parse_search_rows(buf.getbuffer(), _SEARCH_TEXT, floats)
+
+
+def _parse_search_rows(raw, texts: tuple[str, ...], floats: tuple[str, ...]) -> pd.DataFrame:
+    """Rows of PostgreSQL's binary COPY format holding ``texts`` (UTF-8) then ``floats``
+    (float8), none NULL, as a DataFrame typed like ``_frame``'s. When every row's texts have
+    the lengths of the first row's (one run, ids of one length: the usual answer) the rows
+    are one numpy record array; otherwise each row's offsets are walked once."""
+    body = np.frombuffer(raw, dtype=np.uint8)[_COPY_HEADER_BYTES:-2]  # minus the int16 -1 trailer
+    names = texts + floats
+    if not len(body):
+        return pd.DataFrame({k: [] for k in names})
+    nfields = len(names)
+    lengths, at = [], 2
+    for _ in texts:  # the first row's text lengths
+        n = int.from_bytes(body[at:at + 4], "big", signed=True)
+        lengths.append(n)
+        at += 4 + max(n, 0)
+    fields = [("nfields", ">i2")]
+    for name, n in zip(texts, lengths):
+        fields += [(f"{name}__len", ">i4"), (name, f"S{n}" if n > 0 else "V0")]
+    fields += [f for name in floats for f in ((f"{name}__len", ">i4"), (name, ">f8"))]
+    rec_type = np.dtype(fields)
+    rec = None
+    if min(lengths) > 0 and len(body) % rec_type.itemsize == 0:
+        rec = body.view(rec_type)
+        if not ((rec["nfields"] == nfields).all() and all((rec[f"{t}__len"] == n).all() for t, n in zip(texts, lengths))
+                and all((rec[f"{f}__len"] == 8).all() for f in floats)):
+            rec = None
+    out: dict = {}
+    if rec is not None:
+        for name in texts:
+            col = rec[name]
+            try:
+                out[name] = pd.array(col.astype(str), dtype="str")  # ASCII: one C loop
+            except UnicodeDecodeError:
+                out[name] = pd.array(np.char.decode(col, "utf-8"), dtype="str")
+        for name in floats:
+            out[name] = rec[name].astype(np.float64)
+        return pd.DataFrame(out)
+    # Texts of varying lengths: find each row's float block, then gather them in one step.
+    data = bytes(body)
+    starts, columns = [], {name: [] for name in texts}
+    at = 0
+    while at < len(data):
+        if int.from_bytes(data[at:at + 2], "big", signed=True) != nfields:
+            raise ValueError(f"binary COPY row with an unexpected field count at byte {at}")
+        at += 2
+        for name in texts:
+            n = int.from_bytes(data[at:at + 4], "big", signed=True)
+            if n < 0:
+                raise ValueError(f"NULL {name} in a search answer")
+            columns[name].append(data[at + 4:at + 4 + n].decode("utf-8"))
+            at += 4 + n
+        starts.append(at)
+        at += 12 * len(floats)
+    block = np.frombuffer(data, dtype=np.uint8)[np.asarray(starts)[:, None] + np.arange(12 * len(floats))]
+    block = np.ascontiguousarray(block).view(np.dtype([f for name in floats
+                                                         for f in ((f"{name}__len", ">i4"), (name, ">f8"))]))[:, 0]
+    for name in texts:
+        out[name] = pd.array(columns[name], dtype="str")
+    for name in floats:
+        if not (block[f"{name}__len"] == 8).all():
+            raise ValueError(f"NULL or non-float8 {name} in a search answer")
+        out[name] = block[name].astype(np.float64)
+    return pd.DataFrame(out)
 
 
 # --------------------------------------------------------------------------- regions
@@ -137,13 +224,21 @@ def _check_point(lon: float, lat: float) -> None:
         raise ValueError(f"need a finite longitude and a latitude in [-90, 90], got ({lon}, {lat})")
 
 
+#: The statements of the three spatial searches (``%(name)s`` parameters), also what a
+#: benchmark times on the server.
+CRATERS_WITHIN_SQL = "SELECT * FROM deepcraters_craters_within(%(lon)s, %(lat)s, %(radius_km)s, %(run)s)"
+NEAREST_CRATERS_SQL = "SELECT * FROM deepcraters_nearest_craters(%(lon)s, %(lat)s, %(k)s, %(run)s)"
+CRATERS_IN_REGION_SQL = f"SELECT * FROM deepcraters_craters_in_region(ST_GeomFromText(%(region)s, {MOON_SRID}), %(run)s)"
+
+
 def craters_within(conn: Connection, lon: float, lat: float, radius_km: float, run: str | None = None) -> pd.DataFrame:
     """Craters whose centre lies within ``radius_km`` (great circle) of lon/lat, nearest first."""
     _check_point(lon, lat)
     if not (math.isfinite(radius_km) and radius_km >= 0):
         raise ValueError(f"radius_km must be a finite distance >= 0, got {radius_km}")
-    return _frame(conn, "SELECT * FROM deepcraters_craters_within(%(lon)s, %(lat)s, %(radius_km)s, %(run)s)",
-                  {"lon": float(lon), "lat": float(lat), "radius_km": float(radius_km), "run": run})
+    return _search_frame(conn, CRATERS_WITHIN_SQL,
+                         {"lon": float(lon), "lat": float(lat), "radius_km": float(radius_km), "run": run},
+                         _SEARCH_FLOAT + ("distance_km",))
 
 
 def nearest_craters(conn: Connection, lon: float, lat: float, k: int = 10, run: str | None = None) -> pd.DataFrame:
@@ -151,15 +246,14 @@ def nearest_craters(conn: Connection, lon: float, lat: float, k: int = 10, run: 
     _check_point(lon, lat)
     if not 1 <= int(k) <= _MAX_K:
         raise ValueError(f"k must be between 1 and {_MAX_K}, got {k}")
-    return _frame(conn, "SELECT * FROM deepcraters_nearest_craters(%(lon)s, %(lat)s, %(k)s, %(run)s)",
-                  {"lon": float(lon), "lat": float(lat), "k": int(k), "run": run})
+    return _search_frame(conn, NEAREST_CRATERS_SQL,
+                         {"lon": float(lon), "lat": float(lat), "k": int(k), "run": run},
+                         _SEARCH_FLOAT + ("distance_km",))
 
 
 def craters_in_polygon(conn: Connection, polygon, run: str | None = None) -> pd.DataFrame:
     """Craters whose centre lies in (or on the edge of) a lon/lat polygon (see ``region_wkt``)."""
-    return _frame(conn, "SELECT * FROM deepcraters_craters_in_region("
-                        f"ST_GeomFromText(%(region)s, {MOON_SRID}), %(run)s)",
-                  {"region": region_wkt(polygon), "run": run})
+    return _search_frame(conn, CRATERS_IN_REGION_SQL, {"region": region_wkt(polygon), "run": run}, _SEARCH_FLOAT)
 
 
 def craters_in_box(conn: Connection, lon_min: float, lat_min: float, lon_max: float, lat_max: float,

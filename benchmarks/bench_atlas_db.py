@@ -97,19 +97,6 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-class StatementSpy:
-    """Remembers the last SQL statement an engine sent, to time it again server side."""
-
-    def __init__(self, engine):
-        from sqlalchemy import event
-
-        self.last = None
-        event.listen(engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, conn, cursor, statement, parameters, context, executemany):
-        self.last = (statement, parameters)
-
-
 def server_ms(cursor, statement, parameters) -> float:
     """Planning + execution time (ms) of one statement as PostgreSQL reports it."""
     cursor.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + statement, parameters)
@@ -129,7 +116,7 @@ def percentiles(seconds):
             "mean_ms": float(ms.mean()), "n": int(len(ms))}
 
 
-def measure_queries(engine, spy, expected, lons, lats, polys, check, run=None, radius_km: float = 50.0) -> dict:
+def measure_queries(engine, expected, lons, lats, polys, check, run=None, radius_km: float = 50.0) -> dict:
     """Time radius (``radius_km``), polygon and k=10 nearest queries at the given places through the
     Python API (client seconds) and on the server (EXPLAIN ANALYZE ms), checking the first
     ``check`` of each kind against brute force over ``expected`` (lon, lat, crater_id)."""
@@ -145,7 +132,8 @@ def measure_queries(engine, spy, expected, lons, lats, polys, check, run=None, r
         for i in range(len(lons)):
             got, dt = timed(Q.craters_within, conn, lons[i], lats[i], radius_km, run=run)
             out["radius"]["client"].append(dt)
-            out["radius"]["server"].append(server_ms(cur, *spy.last))
+            out["radius"]["server"].append(server_ms(cur, Q.CRATERS_WITHIN_SQL, {
+                "lon": float(lons[i]), "lat": float(lats[i]), "radius_km": float(radius_km), "run": run}))
             out["radius"]["rows"].append(len(got))
             if i < check:
                 d = great_circle_distance_m(all_lon, all_lat, lons[i], lats[i]) / 1000.0
@@ -154,7 +142,8 @@ def measure_queries(engine, spy, expected, lons, lats, polys, check, run=None, r
                 out["radius"]["checked"] += 1
             got, dt = timed(Q.craters_in_polygon, conn, polys[i], run=run)
             out["polygon"]["client"].append(dt)
-            out["polygon"]["server"].append(server_ms(cur, *spy.last))
+            out["polygon"]["server"].append(server_ms(cur, Q.CRATERS_IN_REGION_SQL,
+                                                      {"region": Q.region_wkt(polys[i]), "run": run}))
             out["polygon"]["rows"].append(len(got))
             if i < check:
                 poly = shapely.from_wkt(polys[i])
@@ -167,7 +156,8 @@ def measure_queries(engine, spy, expected, lons, lats, polys, check, run=None, r
                 out["polygon"]["checked"] += 1
             got, dt = timed(Q.nearest_craters, conn, lons[i], lats[i], k=10, run=run)
             out["nearest"]["client"].append(dt)
-            out["nearest"]["server"].append(server_ms(cur, *spy.last))
+            out["nearest"]["server"].append(server_ms(cur, Q.NEAREST_CRATERS_SQL, {
+                "lon": float(lons[i]), "lat": float(lats[i]), "k": 10, "run": run}))
             out["nearest"]["rows"].append(len(got))
             if i < check:
                 d = np.sort(great_circle_distance_m(all_lon, all_lat, lons[i], lats[i]))[:10] / 1000.0
@@ -190,7 +180,7 @@ def load_ages_phase(res: dict, workdir: Path, atlas: pd.DataFrame, run: str, n: 
           f"re-run {res['ages_rerun_rows_per_s']:,.0f} rows/s ({res['ages_rerun_s']:.1f} s)")
 
 
-def second_run_phase(res: dict, workdir: Path, atlas: pd.DataFrame, run: str, args, engine, spy,
+def second_run_phase(res: dict, workdir: Path, atlas: pd.DataFrame, run: str, args, engine,
                      lons, lats, polys) -> None:
     """A second run of the same size into the table that now holds the first (after the
     queries, which are judged on one run): the load rebuilds the indexes over both runs or
@@ -209,7 +199,7 @@ def second_run_phase(res: dict, workdir: Path, atlas: pd.DataFrame, run: str, ar
     both = pd.concat([atlas, atlas2], ignore_index=True)
     res["two_runs"] = {}
     for label, expected, only in (("all_runs", both, None), ("first_run_only", atlas, run)):
-        got = measure_queries(engine, spy, expected, lons[:m], lats[:m], polys[:m], min(args.check, m), run=only,
+        got = measure_queries(engine, expected, lons[:m], lats[:m], polys[:m], min(args.check, m), run=only,
                               radius_km=args.radius_km)
         res["two_runs"][label] = {
             kind: {**percentiles(v["client"]), "server": percentiles(np.asarray(v["server"]) / 1e3),
@@ -291,13 +281,12 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(7)
     lons, lats = random_points(rng, args.queries)
     polys = [random_polygon(rng, lo, la, args.polygon_deg) for lo, la in zip(lons, lats)]
-    spy = StatementSpy(engine)
     res["load_average"]["before_queries"] = load_average()
-    measured = measure_queries(engine, spy, atlas, lons, lats, polys, args.check, radius_km=args.radius_km)
+    measured = measure_queries(engine, atlas, lons, lats, polys, args.check, radius_km=args.radius_km)
     res["load_average"]["after_queries"] = load_average()
 
     if not args.skip_optional:
-        second_run_phase(res, workdir, atlas, run, args, engine, spy, lons, lats, polys)
+        second_run_phase(res, workdir, atlas, run, args, engine, lons, lats, polys)
     shutil.rmtree(workdir)
     engine.dispose()
     lat_rs = {kind: v["client"] for kind, v in measured.items()}

@@ -273,3 +273,33 @@ def test_cap_boxes_cover_the_cap_and_split_at_the_antimeridian(world):
         rim_lon = (np.degrees(rim_lon) + 180.0) % 360.0 - 180.0
         pts = shapely.points(rim_lon, np.degrees(rim_lat))
         assert np.all(np.any([shapely.covers(b, pts) for b in boxes], axis=0)), (lon, lat, radius_km)
+
+
+def test_search_answers_read_through_binary_copy_equal_the_text_rows(atlas_engine):
+    """The spatial searches read their answers through binary COPY (``_search_frame``): the
+    DataFrame equals the one built from the driver's text rows, column for column and dtype
+    for dtype, for ids of one length (one record array), of mixed lengths and non-ASCII ids
+    (each row walked), two runs with names of different lengths, and an empty answer."""
+    runs = [f"bin-{uuid.uuid4().hex[:8]}", f"binary-longer-{uuid.uuid4().hex[:8]}"]
+    cat = synthetic_catalogue(400, seed=12)
+    cat["lon"], cat["lat"] = cat["lon"] * 0.02 + 33.0, cat["lat"] * 0.02 - 21.0  # within 130 km of (33, -21)
+    odd = synthetic_atlas(len(cat), runs[1], seed=12, catalogue=cat)
+    odd["crater_id"] = [f"k{i}" if i % 3 else f"krater-{i}-ä€😀" for i in range(len(odd))]
+    load_atlas_frame(synthetic_atlas(len(cat), runs[0], seed=12, catalogue=cat), atlas_provenance(runs[0]),
+                     engine=atlas_engine)
+    load_atlas_frame(odd, atlas_provenance(runs[1]), engine=atlas_engine)
+    within = "SELECT * FROM deepcraters_craters_within(%(lon)s, %(lat)s, %(radius_km)s, %(run)s)"
+    with atlas_engine.connect() as conn:
+        for run, radius_km, rows in ((runs[0], 200.0, 400), (runs[1], 200.0, 400), (None, 1e-6, 0)):
+            got = Q.craters_within(conn, 33.0, -21.0, radius_km, run=run)
+            text_rows = Q._frame(conn, within, {"lon": 33.0, "lat": -21.0, "radius_km": radius_km, "run": run})
+            assert len(got) == rows
+            pd.testing.assert_frame_equal(got, text_rows)
+        both = Q.craters_in_box(conn, 28.0, -24.0, 38.0, -18.0)
+        both = both[both["run_name"].isin(runs)].reset_index(drop=True)
+        assert len(both) == 800 and set(both["run_name"]) == set(runs)
+        text_rows = Q._frame(conn, "SELECT * FROM deepcraters_craters_in_region(ST_GeomFromText(%(region)s, 104903), "
+                                   "%(run)s)", {"region": Q.box_wkt(28.0, -24.0, 38.0, -18.0), "run": None})
+        pd.testing.assert_frame_equal(both, text_rows[text_rows["run_name"].isin(runs)].reset_index(drop=True))
+        near = Q.nearest_craters(conn, 33.0, -21.0, k=5, run=runs[1])
+        assert set(near["crater_id"]) <= set(odd["crater_id"]) and len(near) == 5
