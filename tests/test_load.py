@@ -130,23 +130,33 @@ def test_exception_before_commit_leaves_database_unchanged(atlas_engine, atlas_f
     pd.testing.assert_frame_equal(_snapshot(atlas_engine, run), before)
 
 
-def test_load_killed_mid_way_leaves_database_unchanged(atlas_url, atlas_engine, atlas_file):
+@pytest.mark.parametrize("bulk", [False, True], ids=["rows-maintained", "keys-rebuilt"])
+def test_load_killed_mid_way_leaves_database_unchanged(atlas_url, atlas_engine, atlas_file, bulk):
+    """kill -9 of a load that has written everything but not committed; with ``bulk`` after it
+    dropped and re-created the table's keys and indexes (the primary key and the age table's
+    foreign key on it included): the run is absent and every key and index is still valid."""
     path, run, _ = atlas_file
+    settings = "B._BULK_MIN_ROWS, B._BULK_FACTOR, B._REFERRER_FACTOR = 1, 0, 1e9" if bulk else ""
     child = textwrap.dedent(f"""
         import sys, time
         import atlas_db.bulk as B
         import etl.load as L
+        from sqlalchemy import text
         def hang(conn, result):
-            print("STAGED", result.inserted, flush=True)
+            pk = conn.execute(text("SELECT conindid FROM pg_constraint WHERE conname = 'pk_craters'")).scalar()
+            print("STAGED", result.inserted, pk, flush=True)
             time.sleep(120)
         B._before_commit = hang
+        {settings}
         L.load_atlas({str(path)!r}, {atlas_url!r})
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    pk_before = _pk_index_oid(atlas_engine)
     proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
         line = proc.stdout.readline()
         assert line.startswith("STAGED"), line
+        assert (int(line.split()[2]) != pk_before) == bulk  # inside the load: the primary key was rebuilt
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -154,6 +164,10 @@ def test_load_killed_mid_way_leaves_database_unchanged(atlas_url, atlas_engine, 
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     assert not _run_exists(atlas_engine, run)
+    assert {"pk_craters", "uq_craters_run_id_crater_id", "fk_craters_run_id_detection_runs",
+            "ix_craters_geom"} <= _rebuilt_objects(atlas_engine, "craters", "puf")
+    assert "fk_age_estimates_crater_pk_craters" in _rebuilt_objects(atlas_engine, "age_estimates", "f")
+    assert _pk_index_oid(atlas_engine) == pk_before
     # Nothing is left locked: the same load now completes.
     assert L.load_atlas(path, engine=atlas_engine).inserted > 0
 
