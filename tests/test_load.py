@@ -452,6 +452,26 @@ def test_bulk_reference_load_rebuilds_primary_key(atlas_engine, monkeypatch):
             "ix_reference_craters_geom"} <= _rebuilt_objects(atlas_engine, "reference_craters", "puf")
 
 
+def test_fixed_width_encoder_writes_the_same_bytes():
+    """Binary COPY of ids of one width gathers numpy arrays (``_binary_fixed_rows``): byte for
+    byte the rows the DataFrame path writes, in a permuted order, with a fixed column and
+    numbered ids; ids of mixed widths, or missing, take the DataFrame path."""
+    from etl.contracts import ATLAS_COLUMNS, validate_atlas
+
+    df = validate_atlas(synthetic_atlas(2500, "enc", seed=3), atlas_provenance("enc"))
+    dtypes = {"id": "int64", "run_id": "int32", **ATLAS_COLUMNS}
+    order = B.spatial_order(df["lon"].to_numpy(), df["lat"].to_numpy())
+    fast = B._fixed_width_columns(df, dtypes)
+    assert fast is not None and fast["crater_id"].dtype == np.dtype("S16")
+    rows = order[700:1900]
+    ids = np.arange(41, 41 + len(rows), dtype=np.int64)
+    expected = B._binary_rows(df.take(rows).assign(run_id=np.int32(9), id=ids), dtypes)
+    assert B._binary_fixed_rows(fast, rows, len(rows), dtypes, {"run_id": np.int32(9), "id": ids}) == expected
+    mixed = df.assign(crater_id=df["crater_id"].where(df.index % 7 > 0, "short"))
+    assert B._fixed_width_columns(mixed, dtypes) is None
+    assert B._fixed_width_columns(df.assign(crater_id=df["crater_id"].astype(object)), dtypes) is None
+
+
 def test_ids_of_any_length_and_script_round_trip(atlas_engine):
     """Binary COPY groups rows by text length and encodes ASCII in one numpy pass: ids of
     mixed lengths and non-ASCII ids must still arrive intact, each with its own row. Ages
