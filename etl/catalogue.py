@@ -255,8 +255,8 @@ def validate_catalogue(df: pd.DataFrame, *, source: str = "", lon_col: str = "lo
     the other checks with one warning listing them (real gazetteers list unmeasured craters
     with diameter 0) instead of raising. ``diameter_unit`` is that of ``diameter_col``.
     ``allow_unlabelled``: a missing age (empty cell, null, or -1 as this function writes it) is
-    not a problem but an unlabelled crater, ``age_class`` -1 (training tables mix dated and undated craters); a present age
-    that does not parse is still one.
+    not a problem but an unlabelled crater, ``age_class`` -1 (training tables mix dated and
+    undated craters); a present age that does not parse is still one.
     """
     file = source or "catalogue"
     if on_duplicate not in ("error", "drop", "keep"):

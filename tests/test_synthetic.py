@@ -257,7 +257,8 @@ def test_synth_command(tmp_path):
     for name in ("dom.tif", "dem.tif", "units.tif", "catalogue.csv", "world.json"):
         assert (tmp_path / "w" / name).is_file()
     assert json.loads((tmp_path / "w" / "world.json").read_text())["params"]["size_px"] == 96
-    assert main(["synth", "--out", str(tmp_path / "old"), "--size", "96", "--degradation-law", "linear", "--quiet"]) == 0
+    old = ["synth", "--out", str(tmp_path / "old"), "--size", "96", "--degradation-law", "linear", "--quiet"]
+    assert main(old) == 0
     params = json.loads((tmp_path / "old" / "world.json").read_text())["params"]
     assert (params["degradation_law"], params["diffusivity_m2_per_myr"], params["crater_density_per_mpx"]) == \
         ("linear", 15.0, 250.0)
