@@ -35,6 +35,27 @@ def best_iou(boxes_xyxy: np.ndarray, size_px: int, stride: int, sizes) -> np.nda
     return np.concatenate(out)
 
 
+def coverage_rows(boxes_xyxy, diam_px, size_px: int, anchor_sets: dict, bins_px, name_width: int,
+                  cell_width: int) -> list[dict]:
+    """Per stride (8, 16) and anchor set: the share of craters in each diameter bin whose best anchor
+    has IoU >= 0.7 (>= 0.5); prints one table row each and returns them for the JSON."""
+    rows = []
+    for stride in (8, 16):
+        for name, sizes in anchor_sets.items():
+            iou = best_iou(boxes_xyxy, size_px, stride, sizes)
+            row = {"stride": stride, "anchors": sizes, "bins": []}
+            cells = []
+            for lo, hi in bins_px:
+                m = (diam_px >= lo) & (diam_px < hi)
+                r7, r5 = float((iou[m] >= 0.7).mean()), float((iou[m] >= 0.5).mean())
+                row["bins"].append({"diameter_px_min": lo, "diameter_px_max": hi, "n": int(m.sum()),
+                                    "share_iou_ge_0.7": r7, "share_iou_ge_0.5": r5})
+                cells.append(f"{100 * r7:{cell_width}.1f} ({100 * r5:5.1f})")
+            rows.append(row)
+            print(f"{stride:>6}  {name:<{name_width}}" + "".join(cells))
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("nac_dir")
@@ -51,19 +72,7 @@ def main(argv=None) -> int:
     res = {"num_craters": int(len(diam)), "rows": []}
     print(f"{len(diam)} labelled craters >= 8 px; share with an anchor of IoU >= 0.7 (>= 0.5) by diameter:")
     print(f"{'stride':>6}  {'anchors':<30}" + "".join(f"{f'{lo:g}-{hi:g} px' if hi < 1e9 else f'>= {lo:g} px':>18}" for lo, hi in BINS_PX))
-    for stride in (8, 16):
-        for name, sizes in ANCHOR_SETS.items():
-            iou = best_iou(boxes, 832, stride, sizes)
-            row = {"stride": stride, "anchors": sizes, "bins": []}
-            cells = []
-            for lo, hi in BINS_PX:
-                m = (diam >= lo) & (diam < hi)
-                r7, r5 = float((iou[m] >= 0.7).mean()), float((iou[m] >= 0.5).mean())
-                row["bins"].append({"diameter_px_min": lo, "diameter_px_max": hi, "n": int(m.sum()),
-                                    "share_iou_ge_0.7": r7, "share_iou_ge_0.5": r5})
-                cells.append(f"{100 * r7:9.1f} ({100 * r5:5.1f})")
-            res["rows"].append(row)
-            print(f"{stride:>6}  {name:<30}" + "".join(cells))
+    res["rows"] = coverage_rows(boxes, diam, 832, ANCHOR_SETS, BINS_PX, name_width=30, cell_width=9)
     if a.out:
         a.out.write_text(json.dumps(res, indent=2) + "\n")
     return 0

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nac_anchor_coverage import best_iou  # noqa: E402
+from nac_anchor_coverage import coverage_rows  # noqa: E402
 
 ANCHOR_SETS = {"x2 from 8 (configs/LOLA/*C4*)": [8, 16, 32, 64, 128],
                "x sqrt2 from 8 (configs/LOLA/*DC4*)": [8, 11, 16, 23, 32, 45, 64, 90, 128]}
@@ -41,19 +41,7 @@ def main(argv=None) -> int:
           "IoU >= 0.7 (>= 0.5) by diameter:")
     print(f"{'stride':>6}  {'anchors':<36}" + "".join(
         f"{f'{lo:g}-{hi:g} px' if hi < 1e9 else f'>= {lo:g} px':>16}" for lo, hi in BINS_PX))
-    for stride in (8, 16):
-        for name, sizes in ANCHOR_SETS.items():
-            iou = best_iou(boxes, size_px, stride, sizes)
-            row = {"stride": stride, "anchors": sizes, "bins": []}
-            cells = []
-            for lo, hi in BINS_PX:
-                m = (diam >= lo) & (diam < hi)
-                r7, r5 = float((iou[m] >= 0.7).mean()), float((iou[m] >= 0.5).mean())
-                row["bins"].append({"diameter_px_min": lo, "diameter_px_max": hi, "n": int(m.sum()),
-                                    "share_iou_ge_0.7": r7, "share_iou_ge_0.5": r5})
-                cells.append(f"{100 * r7:8.1f} ({100 * r5:5.1f})")
-            res["rows"].append(row)
-            print(f"{stride:>6}  {name:<36}" + "".join(cells))
+    res["rows"] = coverage_rows(boxes, diam, size_px, ANCHOR_SETS, BINS_PX, name_width=36, cell_width=8)
     if a.out:
         a.out.write_text(json.dumps(res, indent=2) + "\n")
     return 0
