@@ -3,11 +3,19 @@
 Four groups, each a set of named float64 columns with units:
 
 - **morphometry**, measured on the DEM crop (metres, local azimuthal-equidistant, see
-  :mod:`etl.crops`). Heights are taken above the *surroundings*: a plane fitted to the
-  crop beyond 2.5 radii from the centre, where the ejecta has thinned to ~1 % of the rim
-  height (so a crater on a regional slope is measured level).
+  :mod:`etl.crops`). The other craters of the table that reach into the crop are masked
+  out to 1.2 of their radii (all but a larger crater that holds this one: it is the
+  terrain), so a neighbour's bowl or rim is not read as this crater's. Heights are taken
+  above the *surroundings*: a quadratic surface fitted to the unmasked crop beyond 2 radii
+  (with the crater's own ejecta, (r/R)^-3, fitted alongside), so a crater on a regional slope or on
+  the curved floor of an older, larger crater is measured level; inside the rim the
+  pre-impact surface is that surface's plane, since the impact excavated the relief there.
   Depth is rim crest to floor, as in Pike (1977): the mean crest height along 36 azimuths
   minus the floor (the mean of the lowest 1 % of the interior, r <= 0.9 R, at least 3 pixels).
+  The degradation state is also fitted whole: the radial profile (median over the unmasked
+  pixels of each ring) against the Pike fresh profile of this diameter diffused by a
+  Gaussian of length sigma (topographic diffusion, as Fassett & Thomson 2014 date craters
+  by kappa t), with the fresh amplitude and, separately, a free one.
 - **scaling laws** from the diameter alone: Pike (1977) fresh depth and rim height, floor
   diameter and central peak (:func:`etl.synthetic.crater_shape_km` owns those formulas),
   the simple/complex transition, the transient cavity (Croft 1985), excavation depth and
@@ -30,13 +38,14 @@ import numpy as np
 import pandas as pd
 
 from etl.crops import CraterCrops
-from etl.synthetic import crater_shape_km
+from etl.moon import MOON_RADIUS_M, unit_vector
+from etl.synthetic import crater_profile_m, crater_shape_km
 
 __all__ = ["ATTRIBUTE_DEFINITIONS_VERSION", "AttributeSchema", "AttributeSchemaError", "SIMPLE_COMPLEX_TRANSITION_KM",
-           "crater_attributes", "scaling_law_attributes"]
+           "crater_attributes", "neighbour_keep_masks", "scaling_law_attributes"]
 
 #: Bump when the meaning of an existing attribute changes (the hash only sees names and units).
-ATTRIBUTE_DEFINITIONS_VERSION = 1
+ATTRIBUTE_DEFINITIONS_VERSION = 2  # 2: neighbours masked, quadratic surroundings, diffusion fit
 
 #: Simple-to-complex transition diameter on the Moon, km (Pike 1977; the default of
 #: crater_shape_km, which owns the formulas on either side of it).
@@ -48,7 +57,18 @@ _INTERIOR, _FLOOR_SEARCH = 0.9, 0.9
 _WALL = (0.3, 0.9)  # the inner wall, short of the crest, whose kink no gradient resolves
 _CREST_SEARCH = (0.7, 1.3)
 _EJECTA = (1.0, 2.0)
-_SURROUNDINGS_FROM = 2.5  # to the crop's edge (k radii on its axes, k * 1.41 in its corners)
+_SURROUNDINGS_FROM = 2.0  # to the crop's edge (k radii on its axes, k * 1.41 in its corners)
+# The impact excavates the older relief inside the rim: the pre-impact surface is the plane
+# of the surroundings' surface there, blended (smoothstep) into that surface out to just past the rim.
+_EXCAVATED = (0.8, 1.05)
+# Neighbouring craters of the table are masked out to this many of their radii.
+_NEIGHBOUR_MASK_RADII = 1.2
+# Masks are dropped when they would leave less than this share of a crater's interior.
+_MIN_UNMASKED_INTERIOR = 0.3
+# Diffusion fit: the profile in rings of this width (radii) out to _FIT_TO radii, against the
+# fresh profile diffused by sigma / R on this grid.
+_FIT_BIN, _FIT_TO = 0.1, 2.0
+_FIT_SIGMA_REL = np.r_[0.0, np.geomspace(0.02, 2.0, 80)]
 _N_AZIMUTHS = 36
 ORDER = 3
 # Floor flatness: the share of the interior lying within this fraction of the depth above the floor.
@@ -165,6 +185,12 @@ _MORPHOMETRY_UNITS = {
     "surroundings_slope_deg": "deg",
     "depth_over_fresh": "1",
     "rim_height_over_fresh": "1",
+    "neighbour_masked_frac": "1",
+    "diffusion_length_rel": "1",
+    "diffusion_length_m": "m",
+    "diffusion_fit_rms_rel": "1",
+    "diffusion_length_rel_free": "1",
+    "profile_amplitude_over_fresh": "1",
 }
 _OPTICAL_UNITS = {
     "interior_brightness_ratio": "1",
@@ -199,6 +225,42 @@ class _Rings:
         # Radial profile bins (in radii) for the azimuthal mean.
         self.bin_width = 0.05
         self.bins = (self.r / self.bin_width).astype(int)
+        # The pre-impact surface: the surroundings' surface outside, its plane over the disk inside.
+        self.disk = self.r <= 1.2
+        self.ejecta_shape = crater_profile_m(np.maximum(self.r, 1.0), 0.0, 1.0).astype(float)
+        e = np.clip((_EXCAVATED[1] - self.r) / (_EXCAVATED[1] - _EXCAVATED[0]), 0.0, 1.0)
+        self.excavated = e * e * (3.0 - 2.0 * e)
+        # Diffusion fit: ring index of every pixel (-1 beyond _FIT_TO) and the fresh profiles.
+        self.n_fit = int(round(_FIT_TO / _FIT_BIN))
+        self.fit_bins = np.where(self.r < _FIT_TO, (self.r / _FIT_BIN).astype(int), -1)
+        self._simple_templates = None
+
+    def templates(self, diameter_km: float) -> np.ndarray:
+        """(len(_FIT_SIGMA_REL), n_fit) ring means of the fresh crater of this diameter, metres,
+        diffused by each sigma / R. Simple craters are self-similar (Pike's exponents are ~1), so
+        they share one set scaled by the fresh depth; complex ones get their own."""
+        shape = crater_shape_km(np.asarray(float(diameter_km)))
+        if not bool(shape["complex"]):
+            if self._simple_templates is None:
+                unit = crater_shape_km(np.asarray(2.0))
+                self._simple_templates = self._render(unit) / (float(unit["depth_km"]) * 1000.0)
+            return self._simple_templates * float(shape["depth_km"]) * 1000.0
+        return self._render(shape, diameter_km)
+
+    def _render(self, shape, diameter_km: float = 2.0) -> np.ndarray:
+        from scipy import ndimage
+
+        z = crater_profile_m(self.r, float(shape["depth_km"]) * 1000.0, float(shape["rim_height_km"]) * 1000.0,
+                             float(shape["floor_diameter_km"]) / float(diameter_km),
+                             float(shape["peak_height_km"]) * 1000.0).astype(float)
+        inside = self.fit_bins >= 0
+        counts = np.bincount(self.fit_bins[inside], minlength=self.n_fit)
+        out = np.empty((len(_FIT_SIGMA_REL), self.n_fit))
+        for k, s in enumerate(_FIT_SIGMA_REL):
+            zz = ndimage.gaussian_filter(z, s * self.radius_px, mode="constant") if s > 0 else z
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[k] = np.bincount(self.fit_bins[inside], weights=zz[inside], minlength=self.n_fit) / counts
+        return out
 
 
 def _plane_fit(h: np.ndarray, mask: np.ndarray, dx: np.ndarray, dy: np.ndarray):
@@ -210,15 +272,71 @@ def _plane_fit(h: np.ndarray, mask: np.ndarray, dx: np.ndarray, dy: np.ndarray):
     return coef
 
 
-def _morphometry(dem: np.ndarray, pixel_m: float, diameter_km: float, rings: _Rings,
-                 fresh_depth_m: float, fresh_rim_m: float) -> dict[str, float]:
+def _surroundings_surface(dem: np.ndarray, rings: _Rings):
+    """The pre-impact surface under the crop (see the module docstring) and its slope at the
+    centre (rise per crop pixel, east and north); None when the surroundings are too sparse."""
+    sel = rings.surroundings & np.isfinite(dem)
+    if sel.sum() >= 30:
+        cols = [np.ones_like(rings.dx), rings.dx, rings.dy, rings.dx ** 2, rings.dx * rings.dy, rings.dy ** 2]
+    elif sel.sum() >= 3:
+        cols = [np.ones_like(rings.dx), rings.dx, rings.dy]
+    else:
+        return None
+    # The crater's own ejecta, thinning as (r/R)^-3, is fitted alongside and left out of the surface.
+    design = np.stack([c[sel] for c in cols] + ([rings.ejecta_shape[sel]] if len(cols) > 3 else []), axis=1)
+    coef = np.linalg.lstsq(design, dem[sel].astype(float), rcond=None)[0]
+    surface = sum(k * c for k, c in zip(coef, cols))
+    if len(cols) > 3:
+        plane = _plane_fit(surface, rings.disk, rings.dx, rings.dy)
+        surface = surface + rings.excavated * (plane[0] + plane[1] * rings.dx + plane[2] * rings.dy - surface)
+    return surface, (coef[1], coef[2])
+
+
+def _diffusion_fit(h: np.ndarray, diameter_km: float, rings: _Rings, fresh_depth_m: float) -> dict[str, float]:
+    """sigma / R of the diffused fresh profile closest to the crater's ring medians (offset free;
+    the fresh amplitude, and a free one)."""
     from scipy import ndimage
 
-    coef = _plane_fit(dem, rings.surroundings, rings.dx, rings.dy)
-    if coef is None:
+    finite = np.isfinite(h) & (rings.fit_bins >= 0)
+    index = np.arange(rings.n_fit)
+    counts = np.bincount(rings.fit_bins[finite], minlength=rings.n_fit)
+    if (counts > 0).sum() < 5:
         return {}
-    h = dem.astype(float) - (coef[0] + coef[1] * rings.dx + coef[2] * rings.dy)
-    surroundings_slope = math.degrees(math.atan(math.hypot(coef[1], coef[2]) / pixel_m))
+    prof = np.asarray(ndimage.median(h[finite], labels=rings.fit_bins[finite], index=index), dtype=float)
+    t = rings.templates(diameter_km)
+    ok = (counts > 0) & np.all(np.isfinite(t), axis=0)
+    p, t = prof[ok] - prof[ok].mean(), t[:, ok] - t[:, ok].mean(axis=1, keepdims=True)
+    sse = ((p[None, :] - t) ** 2).sum(axis=1)
+    k = int(np.argmin(sse))
+    amp = (t * p[None, :]).sum(axis=1) / np.maximum((t * t).sum(axis=1), 1e-12)
+    sse_free = np.where(amp > 0, ((p[None, :] - amp[:, None] * t) ** 2).sum(axis=1), np.inf)
+    k_free = int(np.argmin(sse_free))
+    return {
+        "diffusion_length_rel": float(_FIT_SIGMA_REL[k]),
+        "diffusion_length_m": float(_FIT_SIGMA_REL[k]) * diameter_km * 500.0,
+        "diffusion_fit_rms_rel": float(np.sqrt(sse[k] / ok.sum())) / fresh_depth_m,
+        "diffusion_length_rel_free": float(_FIT_SIGMA_REL[k_free]),
+        "profile_amplitude_over_fresh": float(amp[k_free]) if np.isfinite(sse_free[k_free]) else np.nan,
+    }
+
+
+def _morphometry(dem: np.ndarray, pixel_m: float, diameter_km: float, rings: _Rings,
+                 fresh_depth_m: float, fresh_rim_m: float, keep: np.ndarray | None = None) -> dict[str, float]:
+    """``keep``: pixels not masked by neighbouring craters (None: all)."""
+    from scipy import ndimage
+
+    masked_frac = 0.0
+    if keep is not None:
+        interior = rings.interior & np.isfinite(dem)
+        if (keep & interior).sum() >= _MIN_UNMASKED_INTERIOR * interior.sum():
+            masked_frac = float(np.mean(~keep[rings.r <= _FIT_TO]))
+            dem = np.where(keep, dem, np.nan)
+    fitted = _surroundings_surface(dem, rings)
+    if fitted is None:
+        return {}
+    surface, (slope_e, slope_n) = fitted
+    h = dem.astype(float) - surface
+    surroundings_slope = math.degrees(math.atan(math.hypot(slope_e, slope_n) / pixel_m))
     radius_m = diameter_km * 500.0
 
     # Rim crest along each azimuth (NaN-free interpolation: NaN pixels filled by the crater's
@@ -293,11 +411,16 @@ def _morphometry(dem: np.ndarray, pixel_m: float, diameter_km: float, rings: _Ri
         "surroundings_slope_deg": surroundings_slope,
         "depth_over_fresh": depth / fresh_depth_m,
         "rim_height_over_fresh": rim_height / fresh_rim_m,
+        "neighbour_masked_frac": masked_frac,
+        **_diffusion_fit(h, diameter_km, rings, fresh_depth_m),
     }
 
 
-def _optical(dom: np.ndarray, rings: _Rings) -> dict[str, float]:
+def _optical(dom: np.ndarray, rings: _Rings, keep: np.ndarray | None = None) -> dict[str, float]:
     finite = np.isfinite(dom)
+    if keep is not None and (keep & finite & rings.interior).sum() >= _MIN_UNMASKED_INTERIOR * (
+            finite & rings.interior).sum():
+        finite = finite & keep
     around = dom[rings.surroundings & finite]
     if around.size < 3:
         return {}
@@ -314,11 +437,59 @@ def _optical(dom: np.ndarray, rings: _Rings) -> dict[str, float]:
     }
 
 
+def _local_offsets_m(lon0_deg: float, lat0_deg: float, lon_deg, lat_deg) -> tuple[np.ndarray, np.ndarray]:
+    """East and north offsets, metres, of points in the azimuthal-equidistant projection centred on
+    (lon0, lat0) that the crops use (the forward of :func:`etl.crops.local_lonlat`)."""
+    lat0, lon0 = math.radians(lat0_deg), math.radians(lon0_deg)
+    lat, dlon = np.radians(np.asarray(lat_deg, float)), np.radians(np.asarray(lon_deg, float)) - lon0
+    cos_delta = np.sin(lat0) * np.sin(lat) + np.cos(lat0) * np.cos(lat) * np.cos(dlon)
+    delta = np.arccos(np.clip(cos_delta, -1.0, 1.0)) * MOON_RADIUS_M
+    azimuth = np.arctan2(np.sin(dlon) * np.cos(lat), np.cos(lat0) * np.sin(lat) - np.sin(lat0) * np.cos(lat) * np.cos(dlon))
+    return delta * np.sin(azimuth), delta * np.cos(azimuth)
+
+
+def neighbour_keep_masks(craters: pd.DataFrame, crops: CraterCrops, rings: _Rings | None = None):
+    """Per crater, the (S, S) crop pixels that no *other* crater of the table covers (out to
+    ``_NEIGHBOUR_MASK_RADII`` of its radius), or None when no other crater reaches the crop. A
+    crater that holds this one (centre within its rim; also a duplicate row of it) is not masked:
+    its floor or wall is this crater's terrain."""
+    from scipy.spatial import cKDTree
+
+    rings = rings or _Rings(crops.settings)
+    lon, lat = craters["lon"].to_numpy(float), craters["lat"].to_numpy(float)
+    radius_m = craters["diameter_km"].to_numpy(float) * 500.0
+    xyz = unit_vector(lon, lat) * MOON_RADIUS_M
+    tree = cKDTree(xyz)
+    half_diagonal_m = crops.settings.side_diameters * radius_m * math.sqrt(2.0)
+    reach_m = _NEIGHBOUR_MASK_RADII * radius_m.max() if len(radius_m) else 0.0
+    masks: list[np.ndarray | None] = [None] * len(craters)
+    for i in range(len(craters)):
+        if not crops.valid[i]:
+            continue
+        near = np.asarray([j for j in tree.query_ball_point(xyz[i], half_diagonal_m[i] + reach_m) if j != i], int)
+        if not near.size:
+            continue
+        x, y = _local_offsets_m(lon[i], lat[i], lon[near], lat[near])
+        dist = np.hypot(x, y)
+        use = (dist >= radius_m[near]) & (dist < half_diagonal_m[i] + _NEIGHBOUR_MASK_RADII * radius_m[near])
+        if not use.any():
+            continue
+        px = float(crops.pixel_size_m[i])
+        keep = np.ones(rings.r.shape, bool)
+        for xj, yj, rj in zip(x[use] / px, y[use] / px, radius_m[near][use] / px):
+            keep &= np.hypot(rings.dx - xj, rings.dy - yj) > _NEIGHBOUR_MASK_RADII * rj
+        masks[i] = keep
+    return masks
+
+
 def crater_attributes(craters: pd.DataFrame, crops: CraterCrops, *, units=None,
                       crater_material_units: bool = True, progress: bool = False
                       ) -> tuple[pd.DataFrame, AttributeSchema]:
     """Attributes of every crater (same order as ``craters`` and ``crops``) and their schema.
 
+    The other craters of ``craters`` are masked out of each crater's crop
+    (:func:`neighbour_keep_masks`), so the table should hold every known crater of the area
+    (e.g. a catalogue and an atlas's detections), not only the ones of interest.
     Morphometry columns exist when the crops have a DEM, optical ones when they have a DOM,
     stratigraphy ones when ``units`` (an :class:`etl.geology.UnitSource`) is given; with
     ``crater_material_units=False`` crater-material units are ignored and their columns
@@ -340,6 +511,7 @@ def crater_attributes(craters: pd.DataFrame, crops: CraterCrops, *, units=None,
         all_units += list(_OPTICAL_UNITS.values())
     fresh_depth_m = scaling["fresh_depth_km"].to_numpy() * 1000.0
     fresh_rim_m = scaling["fresh_rim_height_km"].to_numpy() * 1000.0
+    keep = neighbour_keep_masks(craters, crops, rings) if measured else [None] * n
     iterator = range(n)
     if progress:
         from tqdm import tqdm
@@ -351,9 +523,9 @@ def crater_attributes(craters: pd.DataFrame, crops: CraterCrops, *, units=None,
         values = {}
         if crops.dem_m is not None:
             values.update(_morphometry(crops.dem_m[i], float(crops.pixel_size_m[i]), diameter_km[i], rings,
-                                       fresh_depth_m[i], fresh_rim_m[i]))
+                                       fresh_depth_m[i], fresh_rim_m[i], keep[i]))
         if crops.dom is not None:
-            values.update(_optical(crops.dom[i], rings))
+            values.update(_optical(crops.dom[i], rings, keep[i]))
         for name, value in values.items():
             measured[name][i] = value
     if measured:

@@ -11,7 +11,8 @@ import rasterio
 from scipy import ndimage
 
 from etl.age_classes import AgeClass
-from etl.attributes import AttributeSchema, AttributeSchemaError, crater_attributes, scaling_law_attributes
+from etl.attributes import (ATTRIBUTE_DEFINITIONS_VERSION, AttributeSchema, AttributeSchemaError, crater_attributes,
+                            scaling_law_attributes)
 from etl.crops import CropSettings, extract_crops
 from etl.geology import UnitLabelPoints, UnitRaster, epoch_classes, is_crater_material
 from etl.synthetic import crater_shape_km
@@ -135,7 +136,12 @@ def test_schema_round_trip_and_mismatch(crater_world):
     _, schema = crater_attributes(crater_world["table"], crops)
     assert AttributeSchema.from_dict(schema.to_dict()) == schema
     schema.check_matches(AttributeSchema.from_dict(schema.to_dict()))  # same: no error
-    assert schema.version.startswith("1:") and len(schema.version) == 14
+    assert schema.version.startswith(f"{ATTRIBUTE_DEFINITIONS_VERSION}:") and len(schema.version) == 14
+    # A model made with an older definitions version (same names and units) is refused too.
+    older = AttributeSchema(f"{ATTRIBUTE_DEFINITIONS_VERSION - 1}:" + schema.version.split(":")[1], schema.names,
+                            schema.units)
+    with pytest.raises(AttributeSchemaError, match="other definitions version"):
+        older.check_matches(schema)
     dem_only = extract_crops(crater_world["table"], dem_path=crater_world["dem"])
     _, other = crater_attributes(crater_world["table"], dem_only)
     assert other.version != schema.version
