@@ -63,6 +63,11 @@ _SURROUNDINGS_FROM = 2.0  # to the crop's edge (k radii on its axes, k * 1.41 in
 _EXCAVATED = (0.8, 1.05)
 # Neighbouring craters of the table are masked out to this many of their radii.
 _NEIGHBOUR_MASK_RADII = 1.2
+# A larger neighbour's mask stops short of this crater's own rim by this many of its radii.
+_OWN_RIM_RADII = 1.1
+# A crater inside a larger one sees that one's floor and wall out to this many of its radii; its rim
+# and beyond are masked (their kink is no smooth surface).
+_HOST_KEEP_RADII = 0.9
 # Masks are dropped when they would leave less than this share of a crater's interior.
 _MIN_UNMASKED_INTERIOR = 0.3
 # Diffusion fit: the profile in rings of this width (radii) out to _FIT_TO radii, against the
@@ -450,9 +455,10 @@ def _local_offsets_m(lon0_deg: float, lat0_deg: float, lon_deg, lat_deg) -> tupl
 
 def neighbour_keep_masks(craters: pd.DataFrame, crops: CraterCrops, rings: _Rings | None = None):
     """Per crater, the (S, S) crop pixels that no *other* crater of the table covers (out to
-    ``_NEIGHBOUR_MASK_RADII`` of its radius), or None when no other crater reaches the crop. A
-    crater that holds this one (centre within its rim; also a duplicate row of it) is not masked:
-    its floor or wall is this crater's terrain."""
+    ``_NEIGHBOUR_MASK_RADII`` of its radius; a larger one only short of this crater's rim), or None
+    when no other crater reaches the crop. A larger crater that holds this one (centre within its
+    rim; also a duplicate row of it) is not masked: its floor or wall is this crater's terrain, and
+    only its rim and beyond are."""
     from scipy.spatial import cKDTree
 
     rings = rings or _Rings(crops.settings)
@@ -471,13 +477,20 @@ def neighbour_keep_masks(craters: pd.DataFrame, crops: CraterCrops, rings: _Ring
             continue
         x, y = _local_offsets_m(lon[i], lat[i], lon[near], lat[near])
         dist = np.hypot(x, y)
-        use = (dist >= radius_m[near]) & (dist < half_diagonal_m[i] + _NEIGHBOUR_MASK_RADII * radius_m[near])
-        if not use.any():
+        rj_m = radius_m[near]
+        # A larger neighbour is masked only short of this crater's rim (this crater may sit on its rim).
+        reach = np.where(rj_m <= radius_m[i], _NEIGHBOUR_MASK_RADII * rj_m,
+                         np.minimum(_NEIGHBOUR_MASK_RADII * rj_m, dist - _OWN_RIM_RADII * radius_m[i]))
+        use = (dist >= rj_m) & (reach > 0.3 * rj_m) & (dist < half_diagonal_m[i] + reach)
+        host = (dist < rj_m) & (rj_m > 1.5 * radius_m[i]) & (dist + half_diagonal_m[i] > _HOST_KEEP_RADII * rj_m)
+        if not use.any() and not host.any():
             continue
         px = float(crops.pixel_size_m[i])
         keep = np.ones(rings.r.shape, bool)
-        for xj, yj, rj in zip(x[use] / px, y[use] / px, radius_m[near][use] / px):
-            keep &= np.hypot(rings.dx - xj, rings.dy - yj) > _NEIGHBOUR_MASK_RADII * rj
+        for xj, yj, rj in zip(x[use] / px, y[use] / px, reach[use] / px):
+            keep &= np.hypot(rings.dx - xj, rings.dy - yj) > rj
+        for xj, yj, rj in zip(x[host] / px, y[host] / px, radius_m[near][host] / px):
+            keep &= np.hypot(rings.dx - xj, rings.dy - yj) < _HOST_KEEP_RADII * rj
         masks[i] = keep
     return masks
 
