@@ -582,9 +582,13 @@ def crater_set_from_sources(cfg, *, world=None, catalogue=None, dom=None, dem=No
         raise ValueError("give a synthetic world directory or a labelled catalogue")
     channels = set(cfg.MODEL.IMAGE_CHANNELS)
     units_key = units.describe() if hasattr(units, "describe") else str(units)
-    key = json.dumps([str(catalogue), str(dom), str(dem), units_key, str(unlabelled), cfg.INPUT.SIZE_PX,
-                      cfg.INPUT.SIDE_DIAMETERS, cfg.INPUT.MAX_INVALID_FRACTION, cfg.ATTRIBUTES.CRATER_MATERIAL_UNITS,
-                      sorted(channels), [Path(p).stat().st_mtime for p in (catalogue, dom, dem) if p]])
+    from etl.attributes import ATTRIBUTE_DEFINITIONS_VERSION
+
+    # The attributes' definitions version is in the key: a cache made by older attribute code is not reused.
+    key = json.dumps([ATTRIBUTE_DEFINITIONS_VERSION, str(catalogue), str(dom), str(dem), units_key, str(unlabelled),
+                      cfg.INPUT.SIZE_PX, cfg.INPUT.SIDE_DIAMETERS, cfg.INPUT.MAX_INVALID_FRACTION,
+                      cfg.ATTRIBUTES.CRATER_MATERIAL_UNITS, sorted(channels),
+                      [Path(p).stat().st_mtime for p in (catalogue, dom, dem) if p]])
     cache = Path(cache_dir) / f"craters_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz" if cache_dir else None
     if cache is not None and cache.exists():
         log(f"crater crops and attributes from {cache}")

@@ -449,7 +449,8 @@ def _local_offsets_m(lon0_deg: float, lat0_deg: float, lon_deg, lat_deg) -> tupl
     lat, dlon = np.radians(np.asarray(lat_deg, float)), np.radians(np.asarray(lon_deg, float)) - lon0
     cos_delta = np.sin(lat0) * np.sin(lat) + np.cos(lat0) * np.cos(lat) * np.cos(dlon)
     delta = np.arccos(np.clip(cos_delta, -1.0, 1.0)) * MOON_RADIUS_M
-    azimuth = np.arctan2(np.sin(dlon) * np.cos(lat), np.cos(lat0) * np.sin(lat) - np.sin(lat0) * np.cos(lat) * np.cos(dlon))
+    azimuth = np.arctan2(np.sin(dlon) * np.cos(lat),
+                         np.cos(lat0) * np.sin(lat) - np.sin(lat0) * np.cos(lat) * np.cos(dlon))
     return delta * np.sin(azimuth), delta * np.cos(azimuth)
 
 
@@ -482,7 +483,8 @@ def neighbour_keep_masks(craters: pd.DataFrame, crops: CraterCrops, rings: _Ring
         reach = np.where(rj_m <= radius_m[i], _NEIGHBOUR_MASK_RADII * rj_m,
                          np.minimum(_NEIGHBOUR_MASK_RADII * rj_m, dist - _OWN_RIM_RADII * radius_m[i]))
         use = (dist >= rj_m) & (reach > 0.3 * rj_m) & (dist < half_diagonal_m[i] + reach)
-        host = (dist < rj_m) & (rj_m > 1.5 * radius_m[i]) & (dist + half_diagonal_m[i] > _HOST_KEEP_RADII * rj_m)
+        host = ((dist < rj_m) & (rj_m > 1.5 * radius_m[i])
+                & (dist + half_diagonal_m[i] > _HOST_KEEP_RADII * rj_m))
         if not use.any() and not host.any():
             continue
         px = float(crops.pixel_size_m[i])

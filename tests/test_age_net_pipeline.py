@@ -256,3 +256,14 @@ def test_demo_age_step_dates_the_atlas_and_draws_the_map(trained, world, tmp_pat
     cat = pd.read_csv(world / "catalogue.csv")
     units = demo_ages.units_at(world, cat["lon"], cat["lat"])
     assert np.mean(units == cat["unit"].to_numpy()) > 0.97
+
+
+def test_demo_retrains_a_model_of_older_attribute_definitions(trained, monkeypatch):
+    import etl.attributes
+    from etl.commands import demo_ages
+
+    _, _, model = trained
+    assert demo_ages._attribute_definitions_current(model)
+    # The same checkpoint under newer attribute code: its attributes would be refused, so no reuse.
+    monkeypatch.setattr(etl.attributes, "ATTRIBUTE_DEFINITIONS_VERSION", etl.attributes.ATTRIBUTE_DEFINITIONS_VERSION + 1)
+    assert not demo_ages._attribute_definitions_current(model)

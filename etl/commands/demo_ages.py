@@ -22,8 +22,11 @@ def train_age_net(world_dir: Path, model_dir: Path, iters: int, fresh: bool) -> 
     trial, spatially held-out val/test blocks; returns the model file."""
     model = model_dir / "trial0" / "model_final.pth"
     if model.exists() and not fresh:
-        print(f"   reusing {model}")
-        return model
+        if _attribute_definitions_current(model):
+            print(f"   reusing {model}")
+            return model
+        print(f"   {model} was made with older attribute definitions: training again")
+        fresh = True
     argv = [sys.executable, "-m", "age_net.engine", "--config-file", str(AGE_CONFIG), "--world", str(world_dir),
             "OUTPUT_DIR", str(model_dir), "SOLVER.MAX_ITER", str(iters), "TRIALS", "1"]
     if fresh and (model_dir / "summary.json").exists():
@@ -33,6 +36,19 @@ def train_age_net(world_dir: Path, model_dir: Path, iters: int, fresh: bool) -> 
 
         raise StepFailed(f"{' '.join(argv)} failed (its output is above)")
     return model
+
+
+def _attribute_definitions_current(model: Path) -> bool:
+    """Whether a checkpoint's attributes were measured with today's definitions (else the model
+    would refuse today's attributes)."""
+    from age_net.predict import load_age_model
+    from etl.attributes import ATTRIBUTE_DEFINITIONS_VERSION
+
+    try:
+        version = load_age_model(model, device="cpu").schema.version
+    except (ValueError, KeyError, RuntimeError):
+        return False
+    return version.split(":")[0] == str(ATTRIBUTE_DEFINITIONS_VERSION)
 
 
 def units_at(world_dir: Path, lon, lat) -> np.ndarray:
