@@ -37,7 +37,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import psycopg2.errors
-import pyarrow as pa
 from psycopg2 import sql
 from sqlalchemy import UniqueConstraint, text
 from sqlalchemy.dialects import postgresql
@@ -48,6 +47,7 @@ from atlas_db.engine import get_engine, safe_url
 from atlas_db.models import Base
 from etl.contracts import (AGE_COLUMNS, ATLAS_COLUMNS, REFERENCE_COLUMNS, AgeProvenance, AtlasProvenance,
                            ContractError, Problem)
+from etl.contracts import fixed_width_text as _fixed_width_text  # one owner: etl's lower floor
 
 # Advisory-lock namespace for per-run load locks (arbitrary constant: "DCLD").
 _LOAD_LOCK_CLASS = 0x44434C44
@@ -201,27 +201,9 @@ def _binary_rows(df: pd.DataFrame, dtypes: dict[str, str]) -> bytes:
     return b"".join(parts)
 
 
-def _fixed_width_text(values: pd.Series) -> np.ndarray | None:
-    """A text column as one numpy bytes array over its Arrow UTF-8 buffer (no copy), when it is
-    Arrow-backed, has no missing value and every value has the same byte length (crater ids
-    made by ``make_crater_ids``: 16 hex digits); else None."""
-    if not isinstance(values.dtype, pd.StringDtype) or values.dtype.storage != "pyarrow" or not len(values):
-        return None
-    arr = pa.array(values)
-    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-    if arr.null_count or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        return None
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if pa.types.is_large_string(arr.type) else np.int32)
-    offsets = offsets[arr.offset:arr.offset + len(arr) + 1]
-    width = int(offsets[1] - offsets[0])
-    if width <= 0 or (np.diff(offsets) != width).any():
-        return None
-    return np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]].view(f"S{width}")
-
-
 def _fixed_width_columns(df: pd.DataFrame, dtypes: dict[str, str]) -> dict[str, np.ndarray] | None:
     """The frame's columns of ``dtypes`` as numpy arrays when every text column is of fixed width
-    (``_fixed_width_text``), for ``_binary_fixed_rows``; else None."""
+    (``etl.contracts.fixed_width_text``), for ``_binary_fixed_rows``; else None."""
     out = {}
     for c, kind in dtypes.items():
         if c not in df.columns:

@@ -104,6 +104,25 @@ def test_validation_lists_every_problem_with_file_row_field():
     assert "out.csv, row 2, field 'lat': 95.0 is outside [-90, 90]" in str(err.value)
 
 
+
+@pytest.mark.parametrize("ids", [
+    [f"{i:016x}" for i in range(1000)],                       # 16 bytes: two words each
+    [f"id{i % 700:05d}" for i in range(1000)],                 # 7 bytes, repeats from row 701
+    ["a", "b", "a", "c", "b"],                                 # 1 byte
+    [f"ä{i:03d}" for i in range(50)] + ["ä007"],               # non-ASCII, one byte width
+    ["x", "yy", "x", "zzz"],                                   # widths differ: the exact check only
+    [f"{i:016x}" for i in range(5)] + ["0000000000000001"],   # the repeat is the last row
+])
+def test_duplicate_ids_are_flagged_as_pandas_flags_them(ids):
+    """The hashed duplicate check (ids of one width) flags exactly the rows pandas' exact check
+    flags: every repeat after its first row, whatever the id width."""
+    from etl.contracts import _duplicated
+
+    series = pd.Series(ids, dtype="string")
+    expected = series.duplicated(keep="first").to_numpy()
+    np.testing.assert_array_equal(_duplicated(series), expected)
+    assert expected.any() == (len(set(ids)) < len(ids))
+
 def test_missing_columns_and_provenance_are_named():
     df = synthetic_atlas(5, "run-e", seed=6).drop(columns=["score"])
     with pytest.raises(ContractError, match="field 'score': required column is missing"):
