@@ -131,8 +131,12 @@ def add_rfcn_config(cfg: CN) -> CN:
     # Also run pycocotools' COCO AP / AP50 (slow pure-Python path: no detectron2._C here).
     cfg.TEST.CRATER_EVAL.COCO_AP = True
     # After training, calibrate the score threshold on <DATASETS.CRATER.NAME_PREFIX>_<split>
-    # (best F1 there) and record it as MODEL.RFCN.CALIBRATED_SCORE_THRESH. "" = do not.
+    # (by CALIBRATION_RULE) and record it as MODEL.RFCN.CALIBRATED_SCORE_THRESH. "" = do not.
     cfg.TEST.CRATER_EVAL.CALIBRATION_SPLIT = "val"
+    # How the threshold is chosen there: "best_f1" (the threshold of the best F1) or
+    # "target_precision" (the lowest threshold at which precision is still TARGET_PRECISION,
+    # i.e. the most recall at that precision; best F1 when the split never reaches it).
+    cfg.TEST.CRATER_EVAL.CALIBRATION_RULE = "best_f1"
     # Write OUTPUT_DIR/learning_curves.png from Detectron2's metrics.json after training.
     cfg.TEST.CRATER_EVAL.LEARNING_CURVES = True
     return cfg

@@ -101,14 +101,22 @@ def main(args):
     return results
 
 
+#: TEST.CRATER_EVAL.CALIBRATION_RULE -> the crater metric that holds its threshold.
+CALIBRATION_RULES = {"best_f1": "best_f1_score_thresh", "target_precision": "target_precision_score_thresh"}
+
+
 def calibrate_score_threshold(cfg, model, results: dict | None = None) -> float | None:
-    """The best-F1 score threshold on ``<NAME_PREFIX>_<TEST.CRATER_EVAL.CALIBRATION_SPLIT>``,
-    recorded with the model: ``OUTPUT_DIR/config.yaml`` gets MODEL.RFCN.CALIBRATED_SCORE_THRESH
-    (the default threshold of ``deepcraters atlas`` and ``detect`` and of evaluation with that
-    config) and ``OUTPUT_DIR/calibration.json`` the metrics there. Reuses the split's metrics
+    """The score threshold chosen by TEST.CRATER_EVAL.CALIBRATION_RULE on
+    ``<NAME_PREFIX>_<TEST.CRATER_EVAL.CALIBRATION_SPLIT>``, recorded with the model:
+    ``OUTPUT_DIR/config.yaml`` gets MODEL.RFCN.CALIBRATED_SCORE_THRESH (the default threshold of
+    ``deepcraters atlas`` and ``detect`` and of evaluation with that config) and
+    ``OUTPUT_DIR/calibration.json`` the rule and the metrics there. Reuses the split's metrics
     from the end-of-training evaluation when it was one of DATASETS.TEST. None when there is no
     such split or it is empty."""
     split = cfg.TEST.CRATER_EVAL.CALIBRATION_SPLIT
+    rule = cfg.TEST.CRATER_EVAL.CALIBRATION_RULE
+    if rule not in CALIBRATION_RULES:
+        raise ValueError(f"TEST.CRATER_EVAL.CALIBRATION_RULE must be one of {sorted(CALIBRATION_RULES)}, got {rule!r}")
     name = f"{cfg.DATASETS.CRATER.NAME_PREFIX}_{split}"
     if not split or name not in DatasetCatalog.list() or not DatasetCatalog.get(name):
         return None
@@ -122,7 +130,13 @@ def calibrate_score_threshold(cfg, model, results: dict | None = None) -> float 
         was_training = model.training
         metrics = inference_on_dataset(model, Trainer.build_test_loader(cfg, name), evaluator)["craters"]
         model.train(was_training)
-    threshold = float(metrics["best_f1_score_thresh"])
+    log = logging.getLogger(__name__)
+    threshold = float(metrics.get(CALIBRATION_RULES[rule], float("nan")))
+    if threshold != threshold and rule != "best_f1":
+        log.info("%s never reaches precision %g: calibrating to its best F1 instead", name,
+                 cfg.TEST.CRATER_EVAL.TARGET_PRECISION)
+        rule = "best_f1"
+        threshold = float(metrics["best_f1_score_thresh"])
     if threshold != threshold:  # NaN: nothing detected, nothing to calibrate
         return None
     out = Path(cfg.OUTPUT_DIR)
@@ -130,15 +144,17 @@ def calibrate_score_threshold(cfg, model, results: dict | None = None) -> float 
     calibrated.defrost()
     calibrated.MODEL.RFCN.CALIBRATED_SCORE_THRESH = threshold
     # The boxes were made with the current scale: the matched craters' ratio corrects what is left.
-    ratio = float(metrics.get("diameter_ratio_at_best_f1", float("nan")))
+    ratio = float(metrics.get("diameter_ratio_at_" + rule, float("nan")))
     scale = float(cfg.MODEL.RFCN.DIAMETER_SCALE) * (ratio if ratio == ratio and ratio > 0 else 1.0)
     calibrated.MODEL.RFCN.DIAMETER_SCALE = scale
     (out / "config.yaml").write_text(calibrated.dump())
     (out / "calibration.json").write_text(json.dumps(
-        {"dataset": name, "score_thresh": threshold, "best_f1": metrics["best_f1"], "diameter_scale": scale,
+        {"dataset": name, "rule": rule, "target_precision": cfg.TEST.CRATER_EVAL.TARGET_PRECISION,
+         "score_thresh": threshold, "best_f1": metrics["best_f1"], "diameter_scale": scale,
          "metrics": metrics}, indent=2) + "\n")
-    logging.getLogger(__name__).info("score threshold calibrated on %s: %.3f (best F1 %.1f %%), diameter scale %.3f, "
-                                     "recorded in %s", name, threshold, metrics["best_f1"], scale, out / "config.yaml")
+    log.info("score threshold calibrated on %s by %s: %.3f (best F1 %.1f %% at %.3f), diameter scale %.3f, "
+             "recorded in %s", name, rule, threshold, metrics["best_f1"], metrics["best_f1_score_thresh"], scale,
+             out / "config.yaml")
     return threshold
 
 

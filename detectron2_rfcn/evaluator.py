@@ -32,7 +32,7 @@ from detectron2.utils import comm
 
 from etl.matching import MATCH_MAX_CENTRE_DISTANCE_FRAC, MATCH_MAX_DIAMETER_RATIO
 
-__all__ = ["CraterEvaluator", "match_craters", "precision_recall_curve"]
+__all__ = ["CraterEvaluator", "match_craters", "precision_recall_curve", "target_precision_threshold"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,22 @@ def precision_recall_curve(scores: np.ndarray, is_tp: np.ndarray, num_gt: int):
     precision = tp / np.maximum(tp + fp, 1)
     recall = tp / max(num_gt, 1)
     return scores[order], precision, recall
+
+
+def target_precision_threshold(scores_desc: np.ndarray, precision: np.ndarray, target_precision: float) -> float:
+    """The lowest score t at which the detections scoring >= t are still ``target_precision``
+    precise (the curve of :func:`precision_recall_curve`); NaN when no t is. Among thresholds that
+    meet the target, the lowest has the highest recall: it is the operating point of "recall at
+    precision >= target". Unlike the best-F1 threshold, which is the argmax of a curve that is
+    flat near its top, it depends on cumulative counts only, so a few detections of a small
+    calibration set move it little. Ties: a threshold keeps every detection of its score."""
+    s = np.asarray(scores_desc, dtype=np.float64)
+    p = np.asarray(precision, dtype=np.float64)
+    if not len(s):
+        return float("nan")
+    last_of_score = np.r_[s[1:] < s[:-1], True]
+    ok = np.flatnonzero(last_of_score & (p >= target_precision))
+    return float(s[ok[-1]]) if len(ok) else float("nan")
 
 
 class CraterEvaluator(DatasetEvaluator):
@@ -245,11 +261,19 @@ class CraterEvaluator(DatasetEvaluator):
             "median_diameter_bias_frac": float(np.median(np.concatenate(diam_bias))) if diam_bias else float("nan"),
             "median_centre_error_frac": float(np.median(np.concatenate(centre_err))) if centre_err else float("nan"),
         }
-        best = res["best_f1_score_thresh"]
+        # The lowest score at which the detections scoring at least that are still target_precision
+        # precise: the operating point of recall_at_precision (engine.calibrate_score_threshold).
+        res["target_precision_score_thresh"] = target_precision_threshold(s, prec, self.target_precision)
         ratio = np.concatenate(match_ratio) if match_ratio else np.zeros(0)
-        ratio = ratio[np.concatenate(match_score) >= best] if len(ratio) and best == best else np.zeros(0)
-        # Median true / detected diameter of the craters matched at the best-F1 threshold.
-        res["diameter_ratio_at_best_f1"] = float(np.median(ratio)) if len(ratio) else float("nan")
+        ratio_score = np.concatenate(match_score) if match_score else np.zeros(0)
+
+        def median_ratio(thresh):
+            kept = ratio[ratio_score >= thresh] if thresh == thresh else np.zeros(0)
+            return float(np.median(kept)) if len(kept) else float("nan")
+
+        # Median true / detected diameter of the craters matched at either threshold.
+        res["diameter_ratio_at_best_f1"] = median_ratio(res["best_f1_score_thresh"])
+        res["diameter_ratio_at_target_precision"] = median_ratio(res["target_precision_score_thresh"])
         edges = self.diameter_bins_px + [np.inf]
         for lo, hi in zip(edges[:-1], edges[1:]):
             name = f"{lo:g}to{hi:g}px" if np.isfinite(hi) else f"ge{lo:g}px"

@@ -9,6 +9,7 @@ import torch
 
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2_rfcn import CraterEvaluator, match_craters
+from detectron2_rfcn.evaluator import precision_recall_curve, target_precision_threshold
 from etl.matching import MATCH_MAX_CENTRE_DISTANCE_FRAC, MATCH_MAX_DIAMETER_RATIO
 
 
@@ -71,8 +72,9 @@ def test_precision_recall_f1_and_errors():
     # Whole curve: after 4 detections P = 3/4, R = 3/4 -> best F1 0.75 at score 0.3.
     assert res["best_f1"] == pytest.approx(75.0)
     assert res["best_f1_score_thresh"] == pytest.approx(0.3)
-    # Precision >= 0.9 only after the first detection: R = 1/4.
+    # Precision >= 0.9 only after the first detection: R = 1/4, at score 0.9.
     assert res["recall_at_precision_0.9"] == pytest.approx(25.0)
+    assert res["target_precision_score_thresh"] == pytest.approx(0.9)
     # Matches above 0.5: |22 - 20| / 20 = 0.1 and 0; median 0.05. Centres: (12, 11) vs (10, 10).
     assert res["median_diameter_error_frac"] == pytest.approx(0.05)
     assert res["median_centre_error_frac"] == pytest.approx((math.hypot(2, 1) / 20 + 0) / 2)
@@ -113,3 +115,47 @@ def test_diameter_bias_and_the_ratio_at_the_best_threshold():
     # Best F1 at score 0.3 (3 TPs of 3 craters, P 1.0): ratios 20/22, 40/52, 30/30 -> median 20/22.
     assert res["best_f1_score_thresh"] == pytest.approx(0.3)
     assert res["diameter_ratio_at_best_f1"] == pytest.approx(20 / 22)
+
+
+def _threshold_rules(scores, is_tp, num_gt, target=0.9):
+    """(best-F1 threshold, target-precision threshold) and a function: threshold -> (P, R)."""
+    s, p, r = precision_recall_curve(np.asarray(scores, dtype=float), np.asarray(is_tp, dtype=bool), num_gt)
+    f1 = 2 * p * r / np.maximum(p + r, 1e-12)
+
+    def at(th):
+        kept = np.asarray(scores) >= th
+        n_tp = int(np.asarray(is_tp)[kept].sum())
+        return n_tp / kept.sum(), n_tp / num_gt
+
+    return float(s[np.argmax(f1)]), target_precision_threshold(s, p, target), at
+
+
+def test_target_precision_threshold_keeps_the_precision_that_best_f1_gives_away():
+    # 20 craters; 12 found at 0.95-0.84 without a false one, then 3 false at 0.80-0.78, then
+    # 6 true and 6 false alternating from 0.70 down (a weak tail), 2 craters never found.
+    scores = [0.95 - 0.01 * i for i in range(12)] + [0.80, 0.79, 0.78] + [0.70 - 0.02 * i for i in range(12)]
+    is_tp = [True] * 12 + [False] * 3 + [True, False] * 6
+    best_f1, target, at = _threshold_rules(scores, is_tp, 20)
+    # Best F1: 18 TP of 26 detections at 0.50 (P 0.69, R 0.9, F1 0.78) beats 12 of 12 (R 0.6,
+    # F1 0.75): the best-F1 threshold's atlas is almost one third false.
+    assert best_f1 == pytest.approx(0.50)
+    assert at(best_f1) == pytest.approx((18 / 26, 0.9))
+    # Precision >= 0.9 holds down to 0.80 (12 / 13); below, never again (12 / 14, 13 / 16, ...).
+    assert target == pytest.approx(0.80)
+    assert at(target) == pytest.approx((12 / 13, 0.6))
+
+
+def test_target_precision_threshold_takes_the_lowest_threshold_that_meets_the_target():
+    # 10 craters: 8 TP, 1 FP, 1 TP, 1 FP: P after each: ..., 8/9, 9/10, 9/11. Best F1 = 0.9 at
+    # score 0.5; the lowest threshold with P >= 0.9 is 0.5 too, not the first (8 / 8) at 0.6.
+    scores = [0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45]
+    is_tp = [True] * 8 + [False, True, False]
+    best_f1, target, at = _threshold_rules(scores, is_tp, 10)
+    assert target == pytest.approx(0.5) and at(target) == pytest.approx((0.9, 0.9))
+    # A false detection with the same score as the last true one: a threshold keeps both, P 9/11.
+    tied = scores[:-1] + [0.5]
+    _, target, at = _threshold_rules(tied, is_tp, 10)
+    assert target == pytest.approx(0.6) and at(target) == pytest.approx((1.0, 0.8))
+    # Never precise enough: NaN (the engine falls back to best F1).
+    _, target, _ = _threshold_rules([0.9, 0.8], [False, True], 2)
+    assert target != target

@@ -88,3 +88,34 @@ def test_python_m_engine_runs():
                          cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert "--config-file" in out.stdout and "--eval-only" in out.stdout
+
+
+def test_calibration_rule_picks_the_threshold_and_falls_back_to_best_f1(tmp_path):
+    """calibrate_score_threshold records the threshold of TEST.CRATER_EVAL.CALIBRATION_RULE, with the
+    diameter ratio measured at that threshold; "target_precision" on a split that never reaches the
+    target precision records the best-F1 threshold; an unknown rule is refused."""
+    from detectron2.data import DatasetCatalog
+
+    from detectron2_rfcn.config import get_rfcn_cfg
+
+    name = "calibrule_val"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: [{"image_id": 0}])
+    metrics = {"best_f1": 80.0, "best_f1_score_thresh": 0.3, "target_precision_score_thresh": 0.6,
+               "diameter_ratio_at_best_f1": 0.9, "diameter_ratio_at_target_precision": 0.95}
+
+    def calibrate(rule, m):
+        cfg = get_rfcn_cfg(str(REPO / "configs/Base-RFCN.yaml"),
+                           ["DATASETS.CRATER.NAME_PREFIX", "calibrule", "OUTPUT_DIR", str(tmp_path),
+                            "TEST.CRATER_EVAL.CALIBRATION_RULE", rule, "MODEL.DEVICE", "cpu"])
+        threshold = engine.calibrate_score_threshold(cfg, None, {name: {"craters": m}})
+        return threshold, json.loads((tmp_path / "calibration.json").read_text())
+
+    threshold, saved = calibrate("best_f1", metrics)
+    assert threshold == 0.3 and saved["rule"] == "best_f1" and saved["diameter_scale"] == pytest.approx(0.9)
+    threshold, saved = calibrate("target_precision", metrics)
+    assert threshold == 0.6 and saved["rule"] == "target_precision" and saved["diameter_scale"] == pytest.approx(0.95)
+    threshold, saved = calibrate("target_precision", {**metrics, "target_precision_score_thresh": float("nan")})
+    assert threshold == 0.3 and saved["rule"] == "best_f1" and saved["diameter_scale"] == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="CALIBRATION_RULE"):
+        calibrate("median", metrics)
