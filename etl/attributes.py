@@ -193,6 +193,7 @@ _MORPHOMETRY_UNITS = {
     "neighbour_masked_frac": "1",
     "diffusion_length_rel": "1",
     "diffusion_length_m": "m",
+    "log10_diffusion_length_m": "log10(m)",
     "diffusion_fit_rms_rel": "1",
     "diffusion_length_rel_free": "1",
     "profile_amplitude_over_fresh": "1",
@@ -313,12 +314,21 @@ def _diffusion_fit(h: np.ndarray, diameter_km: float, rings: _Rings, fresh_depth
     p, t = prof[ok] - prof[ok].mean(), t[:, ok] - t[:, ok].mean(axis=1, keepdims=True)
     sse = ((p[None, :] - t) ** 2).sum(axis=1)
     k = int(np.argmin(sse))
+    # Between grid values: the vertex of the parabola through the minimum and its neighbours (in log sigma).
+    sigma_rel = float(_FIT_SIGMA_REL[k])
+    if 1 < k < len(_FIT_SIGMA_REL) - 1:
+        denom = sse[k - 1] - 2.0 * sse[k] + sse[k + 1]
+        if denom > 0:
+            step = float(np.clip(0.5 * (sse[k - 1] - sse[k + 1]) / denom, -0.5, 0.5))
+            sigma_rel = float(np.exp(np.log(sigma_rel) + step * np.log(_FIT_SIGMA_REL[k + 1] / sigma_rel)))
     amp = (t * p[None, :]).sum(axis=1) / np.maximum((t * t).sum(axis=1), 1e-12)
     sse_free = np.where(amp > 0, ((p[None, :] - amp[:, None] * t) ** 2).sum(axis=1), np.inf)
     k_free = int(np.argmin(sse_free))
     return {
-        "diffusion_length_rel": float(_FIT_SIGMA_REL[k]),
-        "diffusion_length_m": float(_FIT_SIGMA_REL[k]) * diameter_km * 500.0,
+        "diffusion_length_rel": sigma_rel,
+        "diffusion_length_m": sigma_rel * diameter_km * 500.0,
+        # sigma^2 = 2 kappa t: the log is the age scale (a fresh crater's fit floors at half the grid's least sigma).
+        "log10_diffusion_length_m": math.log10(max(sigma_rel, 0.5 * _FIT_SIGMA_REL[1]) * diameter_km * 500.0),
         "diffusion_fit_rms_rel": float(np.sqrt(sse[k] / ok.sum())) / fresh_depth_m,
         "diffusion_length_rel_free": float(_FIT_SIGMA_REL[k_free]),
         "profile_amplitude_over_fresh": float(amp[k_free]) if np.isfinite(sse_free[k_free]) else np.nan,
