@@ -13,7 +13,12 @@ from fvcore.common.config import CfgNode as CN
 
 from etl.provenance import config_hash  # the project's one rule, re-exported for callers
 
-__all__ = ["CN", "config_hash", "get_age_cfg", "get_age_cfg_defaults", "resolve_device"]
+__all__ = ["CN", "attribute_size_px", "config_hash", "get_age_cfg", "get_age_cfg_defaults", "resolve_device"]
+
+
+def attribute_size_px(cfg) -> int:
+    """The attribute crops' size of a config (checkpoints written before the key: SIZE_PX)."""
+    return int(cfg.INPUT.get("ATTRIBUTE_SIZE_PX", 0) or cfg.INPUT.SIZE_PX)
 
 
 def get_age_cfg_defaults() -> CN:
@@ -46,6 +51,10 @@ def get_age_cfg_defaults() -> CN:
     cfg.INPUT = CN()
     # S: crops are resampled to S x S px (etl.crops.CropSettings.size_px).
     cfg.INPUT.SIZE_PX = 64
+    # The attributes (etl.attributes) are measured on crops of this size, px (same k); 0: SIZE_PX.
+    # Finer than small image crops: at S = 32 a 10 km crater's pixels are 940 m, coarser than the
+    # diffusion that dates it.
+    cfg.INPUT.ATTRIBUTE_SIZE_PX = 64
     # k: crop side = k x the crater diameter (etl.crops.CropSettings.side_diameters); 3 reaches
     # three radii from the centre (rim, ejecta annulus, surroundings).
     cfg.INPUT.SIDE_DIAMETERS = 3.0

@@ -124,9 +124,14 @@ class CraterSet:
 def build_crater_set(craters: pd.DataFrame, *, dom_path=None, dem_path=None, units=None, size_px: int = 64,
                      side_diameters: float = 3.0, crater_material_units: bool = True,
                      max_invalid_fraction: float = 0.05, assume_crs=None, label_column: str = "age_class",
-                     progress: bool = False) -> CraterSet:
+                     attribute_size_px: int | None = None, progress: bool = False) -> CraterSet:
     """Extract crops (``etl.crops``) and attributes (``etl.attributes``) of ``craters`` (lon, lat,
-    diameter_km; ``label_column`` when present gives the labels, missing = unlabelled)."""
+    diameter_km; ``label_column`` when present gives the labels, missing = unlabelled).
+
+    ``attribute_size_px`` (None: ``size_px``): the attributes are measured on crops of their own
+    size, so that a network seeing small crops still gets the morphometry of finer ones (a 10 km
+    crater in a 32 px crop of 3 diameters has pixels of 940 m, coarser than its degradation). A
+    crater whose crops of either size are not measurable is not valid."""
     from etl.attributes import crater_attributes
     from etl.crops import CropSettings, extract_crops
 
@@ -134,13 +139,23 @@ def build_crater_set(craters: pd.DataFrame, *, dom_path=None, dem_path=None, uni
     settings = CropSettings(size_px=int(size_px), side_diameters=float(side_diameters))
     crops = extract_crops(craters, dom_path=dom_path, dem_path=dem_path, settings=settings, assume_crs=assume_crs,
                           progress=progress, max_invalid_fraction=max_invalid_fraction)
-    attrs, schema = crater_attributes(craters, crops, units=units, crater_material_units=crater_material_units)
+    attribute_crops = crops
+    if attribute_size_px is not None and int(attribute_size_px) != settings.size_px:
+        attribute_crops = extract_crops(craters, dom_path=dom_path, dem_path=dem_path, assume_crs=assume_crs,
+                                        settings=CropSettings(size_px=int(attribute_size_px),
+                                                              side_diameters=float(side_diameters)),
+                                        progress=progress, max_invalid_fraction=max_invalid_fraction)
+    attrs, schema = crater_attributes(craters, attribute_crops, units=units,
+                                      crater_material_units=crater_material_units)
+    valid = np.asarray(crops.valid, bool) & np.asarray(attribute_crops.valid, bool)
+    reasons = [a or b for a, b in zip(crops.reasons, attribute_crops.reasons)]
     labels = encode_labels(craters[label_column].tolist()) if label_column in craters.columns \
         else np.full(len(craters), -1, dtype=np.int64)
-    return CraterSet(craters=craters, dom=crops.dom, dem_m=crops.dem_m, valid=np.asarray(crops.valid, bool),
-                     reasons=list(crops.reasons), attributes=attrs.reset_index(drop=True), schema=schema,
+    return CraterSet(craters=craters, dom=crops.dom, dem_m=crops.dem_m, valid=valid,
+                     reasons=reasons, attributes=attrs.reset_index(drop=True), schema=schema,
                      labels=labels, crop_settings=dict(size_px=settings.size_px,
-                                                       side_diameters=settings.side_diameters),
+                                                       side_diameters=settings.side_diameters,
+                                                       attribute_size_px=attribute_crops.settings.size_px),
                      sources=dict(dom=str(dom_path or ""), dem=str(dem_path or ""),
                                   units=units.describe() if units is not None else ""))
 

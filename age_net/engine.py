@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from age_net.config import config_hash
+from age_net.config import attribute_size_px, config_hash
 from age_net.data import AgeCropDataset, CraterSet, InputStats, fit_input_stats
 from age_net.metrics import classification_metrics, plot_confusion, plot_reliability
 from age_net.model import AgeNet
@@ -215,6 +215,10 @@ class AgeTrainer:
             if cs.size_px != cfg.INPUT.SIZE_PX or not math.isclose(cs.side_diameters, cfg.INPUT.SIDE_DIAMETERS):
                 raise ValueError(f"crops are {cs.size_px} px of {cs.side_diameters} diameters, the config asks "
                                  f"INPUT.SIZE_PX {cfg.INPUT.SIZE_PX}, INPUT.SIDE_DIAMETERS {cfg.INPUT.SIDE_DIAMETERS}")
+        measured_at = int(cs.crop_settings.get("attribute_size_px", cs.size_px))
+        if measured_at != attribute_size_px(cfg):
+            raise ValueError(f"attributes measured on {measured_at} px crops, the config asks INPUT.ATTRIBUTE_SIZE_PX "
+                             f"{attribute_size_px(cfg)} (prediction would measure them there)")
         if len(split.train) == 0:
             raise ValueError("no labelled training craters in this split")
         self.cfg = cfg
@@ -586,8 +590,8 @@ def crater_set_from_sources(cfg, *, world=None, catalogue=None, dom=None, dem=No
 
     # The attributes' definitions version is in the key: a cache made by older attribute code is not reused.
     key = json.dumps([ATTRIBUTE_DEFINITIONS_VERSION, str(catalogue), str(dom), str(dem), units_key, str(unlabelled),
-                      cfg.INPUT.SIZE_PX, cfg.INPUT.SIDE_DIAMETERS, cfg.INPUT.MAX_INVALID_FRACTION,
-                      cfg.ATTRIBUTES.CRATER_MATERIAL_UNITS, sorted(channels),
+                      cfg.INPUT.SIZE_PX, attribute_size_px(cfg), cfg.INPUT.SIDE_DIAMETERS,
+                      cfg.INPUT.MAX_INVALID_FRACTION, cfg.ATTRIBUTES.CRATER_MATERIAL_UNITS, sorted(channels),
                       [Path(p).stat().st_mtime for p in (catalogue, dom, dem) if p]])
     cache = Path(cache_dir) / f"craters_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz" if cache_dir else None
     if cache is not None and cache.exists():
@@ -604,7 +608,7 @@ def crater_set_from_sources(cfg, *, world=None, catalogue=None, dom=None, dem=No
                           side_diameters=cfg.INPUT.SIDE_DIAMETERS,
                           crater_material_units=cfg.ATTRIBUTES.CRATER_MATERIAL_UNITS,
                           max_invalid_fraction=cfg.INPUT.MAX_INVALID_FRACTION, assume_crs=assume_crs,
-                          progress=progress)
+                          attribute_size_px=attribute_size_px(cfg), progress=progress)
     log(f"{len(cs)} craters ({int((cs.labels >= 0).sum())} labelled), {int(cs.valid.sum())} measurable, "
         f"{cs.attributes.shape[1]} attributes (schema {cs.schema.version})")
     if cache is not None:

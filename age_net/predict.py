@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from age_net.config import CN, resolve_device
+from age_net.config import CN, attribute_size_px, resolve_device
 from age_net.data import AgeCropDataset, CraterSet, InputStats, build_crater_set
 from age_net.engine import CHECKPOINT_FORMAT
 from age_net.model import AgeNet
@@ -100,7 +100,7 @@ def write_atlas_ages(atlas_path: str | Path, model_path: str | Path, out_path: s
                           side_diameters=cfg.INPUT.SIDE_DIAMETERS,
                           crater_material_units=loaded.crater_material_units,
                           max_invalid_fraction=cfg.INPUT.MAX_INVALID_FRACTION, assume_crs=assume_crs,
-                          label_column="", progress=progress)
+                          label_column="", attribute_size_px=attribute_size_px(cfg), progress=progress)
     loaded.schema.check_matches(cs.schema)  # before any work on the network: a clear error first
     idx = np.flatnonzero(cs.valid)
     probs = predict_crater_set(loaded, cs, idx)

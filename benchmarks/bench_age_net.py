@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from age_net.config import get_age_cfg  # noqa: E402
+from age_net.config import attribute_size_px, get_age_cfg  # noqa: E402
 from age_net.data import build_crater_set, unit_source  # noqa: E402
 from age_net.engine import AgeTrainer, make_split  # noqa: E402
 
@@ -66,7 +66,8 @@ def main(argv=None) -> int:
         cat = pd.read_csv(world / "catalogue.csv")
         t0 = time.perf_counter()
         cs = build_crater_set(cat, dom_path=world / "dom.tif", dem_path=world / "dem.tif", units=unit_source(world),
-                              size_px=cfg.INPUT.SIZE_PX, side_diameters=cfg.INPUT.SIDE_DIAMETERS)
+                              size_px=cfg.INPUT.SIZE_PX, side_diameters=cfg.INPUT.SIDE_DIAMETERS,
+                              attribute_size_px=attribute_size_px(cfg))
         extract_s = time.perf_counter() - t0
     split = make_split(cs, cfg, seed=0)
     sup_cfg = cfg.clone()

@@ -36,7 +36,7 @@ def world(tmp_path_factory) -> Path:
 def crater_set(world):
     cat = pd.read_csv(world / "catalogue.csv")
     return build_crater_set(cat, dom_path=world / "dom.tif", dem_path=world / "dem.tif", units=unit_source(world),
-                            size_px=32)
+                            size_px=32, attribute_size_px=64)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,21 @@ def test_crater_set_has_labels_crops_and_attributes(crater_set):
     assert (crater_set.labels >= 0).all() and crater_set.valid.mean() > 0.8
     assert "depth_over_fresh" in crater_set.schema.names
     assert any(n.startswith("strat_") for n in crater_set.schema.names)
+
+
+def test_attributes_are_measured_on_their_own_crops(crater_set, world, tmp_path):
+    from etl.attributes import crater_attributes
+    from etl.crops import CropSettings, extract_crops
+
+    cat = pd.read_csv(world / "catalogue.csv")
+    fine = extract_crops(cat, dom_path=world / "dom.tif", dem_path=world / "dem.tif", settings=CropSettings(size_px=64))
+    attrs, _ = crater_attributes(cat, fine, units=unit_source(world))
+    assert crater_set.crop_settings["attribute_size_px"] == 64 and crater_set.dom.shape[1:] == (32, 32)
+    pd.testing.assert_frame_equal(crater_set.attributes, attrs.reset_index(drop=True))
+    # A trainer refuses a crater set measured at another size than its config's (prediction would differ).
+    cfg = get_age_cfg(str(CONFIG), OPTS + ["OUTPUT_DIR", str(tmp_path), "INPUT.ATTRIBUTE_SIZE_PX", "32"])
+    with pytest.raises(ValueError, match="ATTRIBUTE_SIZE_PX 32"):
+        AgeTrainer(cfg, crater_set, make_split(crater_set, cfg, seed=0), tmp_path, seed=0, progress=False)
 
 
 def test_crater_set_round_trips_through_a_file(crater_set, tmp_path):
