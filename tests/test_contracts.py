@@ -178,3 +178,23 @@ def test_has_match_equals_pairwise_rule():
                       for lo, la, d in zip(a.lon, a.lat, a.diameter_km)])
     np.testing.assert_array_equal(got, brute)
     assert 0 < got.sum() < 250
+
+
+def test_validated_frames_share_no_memory_with_the_input():
+    """The validated frame owns its columns: writing to it or to the caller's frame never
+    changes the other (a frame built from views of the input would, or would be read-only)."""
+    from etl.contracts import validate_atlas
+
+    df = synthetic_atlas(1000, "run-m", seed=9)
+    before = df.copy(deep=True)
+    out = validate_atlas(df, atlas_provenance("run-m"))
+    pd.testing.assert_frame_equal(out, validate_atlas(before, atlas_provenance("run-m")))
+    for c in ("lon", "lat", "diameter_km", "score", "x0_px", "level"):
+        assert not any(np.may_share_memory(out[c].to_numpy(), df[k].to_numpy()) for k in df.columns if k != "crater_id")
+    out.loc[0, ["lat", "score"]] = [1.0, 0.5]
+    df.loc[1, "diameter_km"] = 99.0
+    assert df.loc[0, "lat"] == before.loc[0, "lat"] and out.loc[1, "diameter_km"] == before.loc[1, "diameter_km"]
+    ages = synthetic_ages(df["crater_id"], seed=9)
+    got = validate_ages(ages, age_provenance("ages-m", "run-m"))
+    assert not any(np.may_share_memory(got[c].to_numpy(), ages[k].to_numpy())
+                   for c in PROB_COLUMNS for k in PROB_COLUMNS)
