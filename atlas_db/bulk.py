@@ -345,7 +345,11 @@ def spatial_order(lon_deg, lat_deg) -> np.ndarray:
     """Permutation that sorts points along a Z-order curve over 2^16 x 2^16 lon/lat cells (the
     order of a geohash). Rows inserted in this order sit near their neighbours on disk, so a
     radius or polygon query reads a few heap pages instead of one page per crater. Sorting
-    here costs a numpy argsort; sorting by ST_GeoHash in SQL cost ~3 us per row."""
+    here costs a numpy sort; sorting by ST_GeoHash in SQL cost ~3 us per row. The 32-bit
+    Z-code goes in the high half of a 64-bit key and the row number in the low half: sorting
+    those unique keys (numpy's vectorised sort) gives the permutation of a stable argsort of
+    the codes (the same, tested) in 0.3x its time (10 million points: 0.7 to 1.2 s, against
+    2.6 to 3.9 s)."""
     def spread(v):  # bit i of a 16-bit value -> bit 2i
         v = (v | (v << np.uint64(8))) & np.uint64(0x00FF00FF)
         v = (v | (v << np.uint64(4))) & np.uint64(0x0F0F0F0F)
@@ -354,7 +358,11 @@ def spatial_order(lon_deg, lat_deg) -> np.ndarray:
 
     x = np.clip((np.asarray(lon_deg, dtype=float) + 180.0) * (65535.0 / 360.0), 0, 65535).astype(np.uint64)
     y = np.clip((np.asarray(lat_deg, dtype=float) + 90.0) * (65535.0 / 180.0), 0, 65535).astype(np.uint64)
-    return np.argsort((spread(x) << np.uint64(1)) | spread(y), kind="stable")
+    code = (spread(x) << np.uint64(1)) | spread(y)
+    if len(code) >= 2**32:  # row numbers no longer fit the low half
+        return np.argsort(code, kind="stable")
+    key = (code << np.uint64(32)) | np.arange(len(code), dtype=np.uint64)
+    return (np.sort(key) & np.uint64(0xFFFFFFFF)).astype(np.intp)
 
 
 def _set_local(cur) -> None:

@@ -472,6 +472,28 @@ def test_fixed_width_encoder_writes_the_same_bytes():
     assert B._fixed_width_columns(df.assign(crater_id=df["crater_id"].astype(object)), dtypes) is None
 
 
+
+def test_spatial_order_is_a_stable_sort_of_z_codes():
+    """``spatial_order`` (one sort of code-and-row-number keys) is the permutation of a stable
+    argsort of the Z-codes: ties (points of one cell, repeated points) keep their row order,
+    and the edges of the grid (lon -180 and 180, the poles) sort like the reference."""
+    rng = np.random.default_rng(5)
+    lon = np.concatenate([rng.uniform(-180, 180, 5000), [-180.0, 179.9999999, 180.0, 0.0, 0.0], np.full(50, 12.5)])
+    lat = np.concatenate([np.degrees(np.arcsin(rng.uniform(-1, 1, 5000))), [-90.0, 90.0, 0.0, -90.0, 90.0],
+                          rng.uniform(3.0, 3.0001, 50)])  # the last 50 share one cell
+
+    def spread(v):  # bit i -> bit 2i, written out bit by bit
+        return sum(((v >> np.uint64(i)) & np.uint64(1)) << np.uint64(2 * i) for i in range(16))
+
+    x = np.clip((lon + 180.0) * (65535.0 / 360.0), 0, 65535).astype(np.uint64)
+    y = np.clip((lat + 90.0) * (65535.0 / 180.0), 0, 65535).astype(np.uint64)
+    reference = np.argsort((spread(x) << np.uint64(1)) | spread(y), kind="stable")
+    got = B.spatial_order(lon, lat)
+    np.testing.assert_array_equal(got, reference)
+    cell = np.arange(len(lon) - 50, len(lon))
+    at = np.flatnonzero(np.isin(got, cell))
+    assert np.array_equal(got[at], cell) and np.all(np.diff(at) == 1)  # one cell: together, in row order
+
 def test_ids_of_any_length_and_script_round_trip(atlas_engine):
     """Binary COPY groups rows by text length and encodes ASCII in one numpy pass: ids of
     mixed lengths and non-ASCII ids must still arrive intact, each with its own row. Ages
