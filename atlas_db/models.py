@@ -1,7 +1,7 @@
 """The atlas schema: typed SQLAlchemy 2 declarative models with GeoAlchemy2 geometry.
 
 Natural keys make loads idempotent: a detection run by ``run_name``, a crater by
-(run, ``crater_id``), an age run by ``run_name``, an age estimate by (age run,
+(``crater_id``, run), an age run by ``run_name``, an age estimate by (age run,
 crater), a reference crater by (catalogue, ``ref_id``).
 
 Each crater stores lon/lat as numbers and a generated column derived from them (so the
@@ -86,12 +86,19 @@ class Crater(Base):
     level: Mapped[int] = mapped_column(Integer)
     geom = _point_column()
 
+    # The natural key leads with crater_id: a B-tree build sorts on abbreviated keys of its
+    # first column, which for (run_id, crater_id) is one value per run, so every comparison went
+    # to the full ids; led by the id, 10 million craters built in 7.0 s instead of 17.8 s (2 cores,
+    # shared). Lookups of one run's rows (counts, the stale-row DELETE, the cascade from
+    # detection_runs, age loads' key lookup) take the BRIN index on run_id, 1.9 s to build: a
+    # run's rows lie together in the heap (each load appends them). Migration 0004.
     __table_args__ = (
-        UniqueConstraint("run_id", "crater_id"),
+        UniqueConstraint("crater_id", "run_id"),
         *_lon_lat_checks(),
         CheckConstraint("score BETWEEN 0 AND 1", name="score_range"),
         CheckConstraint("level >= 1", name="level_positive"),
         Index(None, "geom", postgresql_using="gist"),  # default opclass: 2-D, sorted build
+        Index(None, "run_id", postgresql_using="brin"),
     )
 
 

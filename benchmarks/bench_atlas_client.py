@@ -139,14 +139,15 @@ def main(argv=None) -> int:
         def many(fn):
             return lambda: [fn(data, Q._SEARCH_TEXT, floats) for _ in range(loops)]
 
-        got = side_by_side({"before_numpy_strings": many(_parse_before), "now_arrow_strings": many(Q._parse_search_rows)},
-                           6)
+        got = side_by_side({"before_numpy_strings": many(_parse_before),
+                            "now_arrow_strings": many(Q._parse_search_rows)}, 6)
         out = {k: {"ms_per_answer_cpu": v["cpu_s"] / loops * 1e3, "ms_per_answer_wall": v["wall_s"] / loops * 1e3}
                for k, v in got.items()}
         out["cpu_ratio_now_before"] = (out["now_arrow_strings"]["ms_per_answer_cpu"]
                                        / out["before_numpy_strings"]["ms_per_answer_cpu"])
         res["search_answer_parse"][f"{rows}_rows"] = out
-        print(f"[client] parse a {rows}-crater answer: before {out['before_numpy_strings']['ms_per_answer_cpu']:.3f} ms, "
+        print(f"[client] parse a {rows}-crater answer: "
+              f"before {out['before_numpy_strings']['ms_per_answer_cpu']:.3f} ms, "
               f"now {out['now_arrow_strings']['ms_per_answer_cpu']:.3f} ms ({out['cpu_ratio_now_before']:.2f}x)")
     res["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     out_path = Path(args.out)

@@ -30,7 +30,7 @@ def test_upgrade_is_idempotent_and_at_head(atlas_url):
     from atlas_db.migrate import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0003" and upgrade(atlas_url) == upgrade(atlas_url) == head
+    assert head == "0004" and upgrade(atlas_url) == upgrade(atlas_url) == head
 
 
 def test_migrations_match_the_models(atlas_engine):
@@ -144,7 +144,7 @@ def test_db_cli_upgrade_hides_password(atlas_url, capsys):
     url = make_url(atlas_url).set(password="s3cret-pw").render_as_string(hide_password=False)
     assert db_main(["upgrade", "--db", url]) == 0
     out = capsys.readouterr()
-    assert "s3cret-pw" not in out.out + out.err and "is at revision 0003" in out.out
+    assert "s3cret-pw" not in out.out + out.err and "is at revision 0004" in out.out
 
 
 def test_missing_server_is_reported_without_credentials(capsys):

@@ -164,7 +164,7 @@ def test_load_killed_mid_way_leaves_database_unchanged(atlas_url, atlas_engine, 
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     assert not _run_exists(atlas_engine, run)
-    assert {"pk_craters", "uq_craters_run_id_crater_id", "fk_craters_run_id_detection_runs",
+    assert {"pk_craters", "uq_craters_crater_id_run_id", "fk_craters_run_id_detection_runs", "ix_craters_run_id",
             "ix_craters_geom"} <= _rebuilt_objects(atlas_engine, "craters", "puf")
     assert "fk_age_estimates_crater_pk_craters" in _rebuilt_objects(atlas_engine, "age_estimates", "f")
     assert _pk_index_oid(atlas_engine) == pk_before
@@ -338,7 +338,8 @@ def test_bulk_load_rebuilds_indexes_atomically_and_concurrently(atlas_url, atlas
     commit and after a failure, and serialises concurrent bulk loads instead of failing them."""
     monkeypatch.setattr(B, "_BULK_MIN_ROWS", 1)
     monkeypatch.setattr(B, "_BULK_FACTOR", 0)  # every new run takes the bulk path
-    expected = {"ix_craters_geom", "uq_craters_run_id_crater_id", "fk_craters_run_id_detection_runs", "pk_craters"}
+    expected = {"ix_craters_geom", "ix_craters_run_id", "uq_craters_crater_id_run_id",
+                "fk_craters_run_id_detection_runs", "pk_craters"}
     assert expected <= _rebuilt_objects(atlas_engine)
 
     run = _name("bulk")
@@ -398,7 +399,8 @@ def test_bulk_load_rebuilds_primary_key_and_numbers_rows_itself(atlas_url, atlas
     monkeypatch.setattr(B, "_BULK_MIN_ROWS", 1)
     monkeypatch.setattr(B, "_BULK_FACTOR", 0)
     monkeypatch.setattr(B, "_REFERRER_FACTOR", 1e9)  # the shared test database holds age rows
-    expected = {"pk_craters", "uq_craters_run_id_crater_id", "fk_craters_run_id_detection_runs", "ix_craters_geom"}
+    expected = {"pk_craters", "uq_craters_crater_id_run_id", "fk_craters_run_id_detection_runs", "ix_craters_geom",
+                "ix_craters_run_id"}
     age_fk = {"fk_age_estimates_crater_pk_craters", "pk_age_estimates"}
     run = _name("bulkpk")
     df = synthetic_atlas(2000, run, seed=41)
