@@ -464,47 +464,62 @@ def _local_offsets_m(lon0_deg: float, lat0_deg: float, lon_deg, lat_deg) -> tupl
     return delta * np.sin(azimuth), delta * np.cos(azimuth)
 
 
-def neighbour_keep_masks(craters: pd.DataFrame, crops: CraterCrops, rings: _Rings | None = None):
-    """Per crater, the (S, S) crop pixels that no *other* crater of the table covers (out to
-    ``_NEIGHBOUR_MASK_RADII`` of its radius; a larger one only short of this crater's rim), or None
-    when no other crater reaches the crop. A larger crater that holds this one (centre within its
-    rim; also a duplicate row of it) is not masked: its floor or wall is this crater's terrain, and
-    only its rim and beyond are."""
-    from scipy.spatial import cKDTree
+class _NeighbourMasks:
+    """``masks(i)``: the keep mask of crater i (see :func:`neighbour_keep_masks`), made on demand
+    (a mask per crater of a global atlas would not fit in memory). Craters are indexed in trees by
+    radius class (factors of 2), each searched only as far as its largest crater can reach, so one
+    huge crater does not make every query return the whole table."""
 
-    rings = rings or _Rings(crops.settings)
-    lon, lat = craters["lon"].to_numpy(float), craters["lat"].to_numpy(float)
-    radius_m = craters["diameter_km"].to_numpy(float) * 500.0
-    xyz = unit_vector(lon, lat) * MOON_RADIUS_M
-    tree = cKDTree(xyz)
-    half_diagonal_m = crops.settings.side_diameters * radius_m * math.sqrt(2.0)
-    reach_m = _NEIGHBOUR_MASK_RADII * radius_m.max() if len(radius_m) else 0.0
-    masks: list[np.ndarray | None] = [None] * len(craters)
-    for i in range(len(craters)):
-        if not crops.valid[i]:
-            continue
-        near = np.asarray([j for j in tree.query_ball_point(xyz[i], half_diagonal_m[i] + reach_m) if j != i], int)
+    def __init__(self, craters: pd.DataFrame, crops: CraterCrops, rings: _Rings):
+        from scipy.spatial import cKDTree
+
+        self.crops, self.rings = crops, rings
+        self.lon, self.lat = craters["lon"].to_numpy(float), craters["lat"].to_numpy(float)
+        self.radius_m = craters["diameter_km"].to_numpy(float) * 500.0
+        self.xyz = unit_vector(self.lon, self.lat) * MOON_RADIUS_M
+        self.half_diagonal_m = crops.settings.side_diameters * self.radius_m * math.sqrt(2.0)
+        size_class = np.floor(np.log2(np.maximum(self.radius_m, 1e-3))).astype(int)
+        self.trees = []
+        for c in np.unique(size_class):
+            members = np.flatnonzero(size_class == c)
+            reach_m = _NEIGHBOUR_MASK_RADII * self.radius_m[members].max()
+            self.trees.append((cKDTree(self.xyz[members]), members, reach_m))
+
+    def __call__(self, i: int) -> np.ndarray | None:
+        rings, radius_m = self.rings, self.radius_m
+        near = np.concatenate([members[tree.query_ball_point(self.xyz[i], self.half_diagonal_m[i] + reach_m)]
+                               for tree, members, reach_m in self.trees] or [np.zeros(0, int)]).astype(int)
+        near = near[near != i]
         if not near.size:
-            continue
-        x, y = _local_offsets_m(lon[i], lat[i], lon[near], lat[near])
+            return None
+        x, y = _local_offsets_m(self.lon[i], self.lat[i], self.lon[near], self.lat[near])
         dist = np.hypot(x, y)
         rj_m = radius_m[near]
         # A larger neighbour is masked only short of this crater's rim (this crater may sit on its rim).
         reach = np.where(rj_m <= radius_m[i], _NEIGHBOUR_MASK_RADII * rj_m,
                          np.minimum(_NEIGHBOUR_MASK_RADII * rj_m, dist - _OWN_RIM_RADII * radius_m[i]))
-        use = (dist >= rj_m) & (reach > 0.3 * rj_m) & (dist < half_diagonal_m[i] + reach)
+        use = (dist >= rj_m) & (reach > 0.3 * rj_m) & (dist < self.half_diagonal_m[i] + reach)
         host = ((dist < rj_m) & (rj_m > 1.5 * radius_m[i])
-                & (dist + half_diagonal_m[i] > _HOST_KEEP_RADII * rj_m))
+                & (dist + self.half_diagonal_m[i] > _HOST_KEEP_RADII * rj_m))
         if not use.any() and not host.any():
-            continue
-        px = float(crops.pixel_size_m[i])
+            return None
+        px = float(self.crops.pixel_size_m[i])
         keep = np.ones(rings.r.shape, bool)
         for xj, yj, rj in zip(x[use] / px, y[use] / px, reach[use] / px):
             keep &= np.hypot(rings.dx - xj, rings.dy - yj) > rj
-        for xj, yj, rj in zip(x[host] / px, y[host] / px, radius_m[near][host] / px):
+        for xj, yj, rj in zip(x[host] / px, y[host] / px, rj_m[host] / px):
             keep &= np.hypot(rings.dx - xj, rings.dy - yj) < _HOST_KEEP_RADII * rj
-        masks[i] = keep
-    return masks
+        return keep
+
+
+def neighbour_keep_masks(craters: pd.DataFrame, crops: CraterCrops, rings: _Rings | None = None):
+    """Per crater, the (S, S) crop pixels that no *other* crater of the table covers (out to
+    ``_NEIGHBOUR_MASK_RADII`` of its radius; a larger one only short of this crater's rim), or None
+    when no other crater reaches the crop (or the crop is not valid). A larger crater that holds
+    this one (centre within its rim; also a duplicate row of it) is not masked: its floor or wall
+    is this crater's terrain, and only its rim and beyond are."""
+    masks = _NeighbourMasks(craters, crops, rings or _Rings(crops.settings))
+    return [masks(i) if crops.valid[i] else None for i in range(len(craters))]
 
 
 def crater_attributes(craters: pd.DataFrame, crops: CraterCrops, *, units=None,
@@ -536,7 +551,7 @@ def crater_attributes(craters: pd.DataFrame, crops: CraterCrops, *, units=None,
         all_units += list(_OPTICAL_UNITS.values())
     fresh_depth_m = scaling["fresh_depth_km"].to_numpy() * 1000.0
     fresh_rim_m = scaling["fresh_rim_height_km"].to_numpy() * 1000.0
-    keep = neighbour_keep_masks(craters, crops, rings) if measured else [None] * n
+    keep = _NeighbourMasks(craters, crops, rings) if measured and n else (lambda i: None)
     iterator = range(n)
     if progress:
         from tqdm import tqdm
@@ -545,12 +560,12 @@ def crater_attributes(craters: pd.DataFrame, crops: CraterCrops, *, units=None,
     for i in iterator:
         if not crops.valid[i]:
             continue
-        values = {}
+        values, mask = {}, keep(i)
         if crops.dem_m is not None:
             values.update(_morphometry(crops.dem_m[i], float(crops.pixel_size_m[i]), diameter_km[i], rings,
-                                       fresh_depth_m[i], fresh_rim_m[i], keep[i]))
+                                       fresh_depth_m[i], fresh_rim_m[i], mask))
         if crops.dom is not None:
-            values.update(_optical(crops.dom[i], rings, keep[i]))
+            values.update(_optical(crops.dom[i], rings, mask))
         for name, value in values.items():
             measured[name][i] = value
     if measured:

@@ -270,3 +270,35 @@ def test_usgs_crater_materials_carry_the_head2010_labels(shared_data):
     # Without them the nearest label is some other unit: far less often the crater's own age.
     agree_off = (np.array(codes)[nearest[ok].to_numpy().argmax(axis=1)] == labelled.loc[ok, "age_class"]).mean()
     assert agree_off < agree - 0.2
+
+
+def test_a_listed_neighbour_is_masked_out(tmp_path):
+    """A degraded 6 km crater with a fresh twin 1.5 radii east (rims overlapping): listed in the
+    table, the twin is masked out and the crater measures nearly as it does alone; unlisted, the
+    twin's bowl is read as part of the crater's rim and surroundings."""
+    from etl.attributes import neighbour_keep_masks
+
+    grid = _simple_cylindrical_grid(0.0, 0.0, 600, 600, 100.0)
+    km_per_deg = 1737.4 * math.pi / 180.0
+    crater, twin = (0.0, 0.0, 6.0), (1.5 * 3.0 / km_per_deg, 0.0, 6.0)
+    alone = BASE_M + ndimage.gaussian_filter(_crater_dem(grid, [crater]) - BASE_M, 1.5)  # sigma 150 m
+    both = alone + (_crater_dem(grid, [twin]) - BASE_M)
+    values = {}
+    for name, dem, rows in (("alone", alone, [crater]), ("listed", both, [crater, twin]), ("unlisted", both, [crater])):
+        table = pd.DataFrame(rows, columns=["lon", "lat", "diameter_km"])
+        crops = extract_crops(table, dem_path=_write(tmp_path / f"{name}.tif", grid, dem),
+                              settings=CropSettings(size_px=64))
+        values[name] = crater_attributes(table, crops)[0].iloc[0]
+        if name == "listed":
+            keep = neighbour_keep_masks(table, crops)[0]
+            assert keep is not None and 0.1 < 1.0 - keep.mean() < 0.3  # the twin's side of the crop
+    alone, listed, unlisted = values["alone"], values["listed"], values["unlisted"]
+    assert alone["neighbour_masked_frac"] == 0.0 and listed["neighbour_masked_frac"] > 0.1
+    # Alone, the fit finds the diffusion it was given (150 m; crop resampling adds a little).
+    assert alone["diffusion_length_m"] == pytest.approx(150.0, rel=0.15)
+    assert abs(listed["rim_height_over_fresh"] - alone["rim_height_over_fresh"]) < 0.05
+    assert abs(unlisted["rim_height_over_fresh"] - alone["rim_height_over_fresh"]) > 0.3
+    assert abs(listed["depth_over_fresh"] - alone["depth_over_fresh"]) < 0.5 * abs(
+        unlisted["depth_over_fresh"] - alone["depth_over_fresh"])
+    assert abs(listed["diffusion_length_m"] - alone["diffusion_length_m"]) < abs(
+        unlisted["diffusion_length_m"] - alone["diffusion_length_m"])
