@@ -16,7 +16,7 @@ training boxes, and in 30 x 30 degree blocks of the west (|lat| <= 60), each wit
 intervals, the size bias is a property of the terrain, and a scale measured in one region (val)
 moves another (test) by the wrong amount. The test box is then scored (DeepMoon rule, median
 absolute diameter error and bias) with each candidate scale: none, the tiles' (training's), and
-the val atlas's.
+the val atlas's, and the training boxes' atlas's (the model's own training region, for scale).
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     tiles_scale = None
     if args.calibration and args.calibration.is_file():
         tiles_scale = float(json.loads(args.calibration.read_text())["metrics"]["diameter_ratio_at_best_f1"])
-    candidates = {"none": 1.0, "val_atlas": regions["val"]["median"]}
+    candidates = {"none": 1.0, "val_atlas": regions["val"]["median"], "train_atlas": regions["train"]["median"]}
     if tiles_scale is not None:
         candidates["val_tiles"] = tiles_scale
     t = parse_boxes(TEST)[0]

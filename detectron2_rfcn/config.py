@@ -47,9 +47,10 @@ def add_rfcn_config(cfg: CN) -> CN:
     # Every detected box's width and height are multiplied by this about the box's centre at
     # inference (before the final NMS): a regressor that sizes craters too large or too small by
     # a steady factor is corrected where its boxes are made, so atlas, detect and evaluation
-    # agree. Calibrated with the threshold: the median true / detected diameter of the craters
-    # matched on the calibration split at the calibrated threshold (engine.calibrate_score_threshold
-    # writes it into OUTPUT_DIR/config.yaml). 1.0 = the boxes as regressed.
+    # agree. With TEST.CRATER_EVAL.CALIBRATE_DIAMETER_SCALE, calibrated with the threshold: the
+    # median true / detected diameter of the craters matched on the calibration split at the
+    # calibrated threshold (engine.calibrate_score_threshold writes it into OUTPUT_DIR/config.yaml).
+    # 1.0 = the boxes as regressed.
     cfg.MODEL.RFCN.DIAMETER_SCALE = 1.0
 
     # timm trunk (backbone "build_timm_backbone"): a light trunk for CPUs that, unlike
@@ -137,6 +138,12 @@ def add_rfcn_config(cfg: CN) -> CN:
     # "target_precision" (the lowest threshold at which precision is still TARGET_PRECISION,
     # i.e. the most recall at that precision; best F1 when the split never reaches it).
     cfg.TEST.CRATER_EVAL.CALIBRATION_RULE = "best_f1"
+    # Also set MODEL.RFCN.DIAMETER_SCALE there: the median true / detected diameter of the craters
+    # matched at the calibrated threshold (calibration.json records it as "diameter_ratio" either
+    # way). Off by default: on LOLA the val region's ratio did not carry to other regions (the size
+    # bias changes with the terrain by more than its sampling error: benchmarks/lola_diameter_scale.py),
+    # and applying it made the test atlas's diameters worse.
+    cfg.TEST.CRATER_EVAL.CALIBRATE_DIAMETER_SCALE = False
     # Write OUTPUT_DIR/learning_curves.png from Detectron2's metrics.json after training.
     cfg.TEST.CRATER_EVAL.LEARNING_CURVES = True
     return cfg

@@ -143,14 +143,17 @@ def calibrate_score_threshold(cfg, model, results: dict | None = None) -> float 
     calibrated = cfg.clone()
     calibrated.defrost()
     calibrated.MODEL.RFCN.CALIBRATED_SCORE_THRESH = threshold
-    # The boxes were made with the current scale: the matched craters' ratio corrects what is left.
+    # The boxes were made with the current scale: the matched craters' ratio would correct what is
+    # left. Always recorded; applied only with TEST.CRATER_EVAL.CALIBRATE_DIAMETER_SCALE.
     ratio = float(metrics.get("diameter_ratio_at_" + rule, float("nan")))
-    scale = float(cfg.MODEL.RFCN.DIAMETER_SCALE) * (ratio if ratio == ratio and ratio > 0 else 1.0)
+    scale = float(cfg.MODEL.RFCN.DIAMETER_SCALE)
+    if cfg.TEST.CRATER_EVAL.CALIBRATE_DIAMETER_SCALE and ratio == ratio and ratio > 0:
+        scale *= ratio
     calibrated.MODEL.RFCN.DIAMETER_SCALE = scale
     (out / "config.yaml").write_text(calibrated.dump())
     (out / "calibration.json").write_text(json.dumps(
         {"dataset": name, "rule": rule, "target_precision": cfg.TEST.CRATER_EVAL.TARGET_PRECISION,
-         "score_thresh": threshold, "best_f1": metrics["best_f1"], "diameter_scale": scale,
+         "score_thresh": threshold, "best_f1": metrics["best_f1"], "diameter_ratio": ratio, "diameter_scale": scale,
          "metrics": metrics}, indent=2) + "\n")
     log.info("score threshold calibrated on %s by %s: %.3f (best F1 %.1f %% at %.3f), diameter scale %.3f, "
              "recorded in %s", name, rule, threshold, metrics["best_f1"], metrics["best_f1_score_thresh"], scale,

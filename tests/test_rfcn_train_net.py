@@ -44,11 +44,11 @@ def test_train_then_eval_only(tmp_path):
     assert calibration["dataset"] == "trainnet_val" and 0.0 <= calibration["score_thresh"] <= 1.0
     assert saved.MODEL.RFCN.CALIBRATED_SCORE_THRESH == pytest.approx(calibration["score_thresh"])
     assert default_score_threshold(saved) == pytest.approx(calibration["score_thresh"])
-    # ... and the diameter scale beside it: the matched craters' median true / detected diameter there.
+    # ... and the matched craters' median true / detected diameter there, recorded, not applied
+    # (TEST.CRATER_EVAL.CALIBRATE_DIAMETER_SCALE is off by default).
     ratio = calibration["metrics"]["diameter_ratio_at_best_f1"]
-    assert calibration["diameter_scale"] == pytest.approx(ratio if ratio == ratio else 1.0)
-    assert saved.MODEL.RFCN.DIAMETER_SCALE == pytest.approx(calibration["diameter_scale"])
-    assert calibration["diameter_scale"] > 0
+    assert calibration["diameter_ratio"] == pytest.approx(ratio, nan_ok=True)
+    assert calibration["diameter_scale"] == 1.0 and saved.MODEL.RFCN.DIAMETER_SCALE == 1.0
     assert (out / "learning_curves.png").stat().st_size > 5000
 
     res = engine.main(parser.parse_args(common + ["--eval-only"] + opts + ["MODEL.WEIGHTS", str(weights)]))
@@ -104,10 +104,11 @@ def test_calibration_rule_picks_the_threshold_and_falls_back_to_best_f1(tmp_path
     metrics = {"best_f1": 80.0, "best_f1_score_thresh": 0.3, "target_precision_score_thresh": 0.6,
                "diameter_ratio_at_best_f1": 0.9, "diameter_ratio_at_target_precision": 0.95}
 
-    def calibrate(rule, m):
+    def calibrate(rule, m, apply_scale=True):
         cfg = get_rfcn_cfg(str(REPO / "configs/Base-RFCN.yaml"),
                            ["DATASETS.CRATER.NAME_PREFIX", "calibrule", "OUTPUT_DIR", str(tmp_path),
-                            "TEST.CRATER_EVAL.CALIBRATION_RULE", rule, "MODEL.DEVICE", "cpu"])
+                            "TEST.CRATER_EVAL.CALIBRATION_RULE", rule, "MODEL.DEVICE", "cpu",
+                            "TEST.CRATER_EVAL.CALIBRATE_DIAMETER_SCALE", str(apply_scale)])
         threshold = engine.calibrate_score_threshold(cfg, None, {name: {"craters": m}})
         return threshold, json.loads((tmp_path / "calibration.json").read_text())
 
@@ -119,3 +120,33 @@ def test_calibration_rule_picks_the_threshold_and_falls_back_to_best_f1(tmp_path
     assert threshold == 0.3 and saved["rule"] == "best_f1" and saved["diameter_scale"] == pytest.approx(0.9)
     with pytest.raises(ValueError, match="CALIBRATION_RULE"):
         calibrate("median", metrics)
+
+
+def test_diameter_scale_is_recorded_but_applied_only_when_asked(tmp_path):
+    """By default calibration measures the val craters' median true / detected diameter and records
+    it ("diameter_ratio"), but leaves MODEL.RFCN.DIAMETER_SCALE as it was (a scale from one region
+    did not carry to another on LOLA); TEST.CRATER_EVAL.CALIBRATE_DIAMETER_SCALE multiplies the
+    current scale by it."""
+    from detectron2.data import DatasetCatalog
+
+    from detectron2_rfcn.config import get_rfcn_cfg
+
+    name = "calibscale_val"
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: [{"image_id": 0}])
+    metrics = {"best_f1": 80.0, "best_f1_score_thresh": 0.3, "diameter_ratio_at_best_f1": 0.9}
+
+    def calibrate(*opts):
+        cfg = get_rfcn_cfg(str(REPO / "configs/Base-RFCN.yaml"),
+                           ["DATASETS.CRATER.NAME_PREFIX", "calibscale", "OUTPUT_DIR", str(tmp_path),
+                            "MODEL.DEVICE", "cpu", *opts])
+        assert engine.calibrate_score_threshold(cfg, None, {name: {"craters": metrics}}) == 0.3
+        return (json.loads((tmp_path / "calibration.json").read_text()),
+                get_rfcn_cfg(str(tmp_path / "config.yaml")).MODEL.RFCN.DIAMETER_SCALE)
+
+    saved, scale = calibrate()
+    assert saved["diameter_ratio"] == pytest.approx(0.9) and saved["diameter_scale"] == 1.0 and scale == 1.0
+    saved, scale = calibrate("MODEL.RFCN.DIAMETER_SCALE", "1.1")
+    assert saved["diameter_scale"] == pytest.approx(1.1) and scale == pytest.approx(1.1)
+    saved, scale = calibrate("TEST.CRATER_EVAL.CALIBRATE_DIAMETER_SCALE", "True", "MODEL.RFCN.DIAMETER_SCALE", "1.1")
+    assert saved["diameter_scale"] == pytest.approx(0.99) and scale == pytest.approx(0.99)
