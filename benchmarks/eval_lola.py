@@ -9,8 +9,9 @@ Steps (each skipped when its output exists in --work):
    hillshade + slope + elevation; train / val / test as disjoint lon/lat boxes (below); labelled
    region = the catalogue's western hemisphere; craters < 20 km unlabelled (completeness);
 2. training: ``tools/train_net.py`` with --config (default configs/LOLA/rfcn_timm_R_18_DC4_800it.yaml;
-   nice, from scratch, or --init-weights); training calibrates the model's score threshold and
-   diameter scale on the val tiles and records them in its config.yaml;
+   nice, from scratch, or --init-weights); training calibrates the model's score threshold on the
+   val tiles and records it in its config.yaml (and a diameter scale with
+   TEST.CRATER_EVAL.CALIBRATE_DIAMETER_SCALE, off by default);
 3. atlas of the val and the test box (each widened by --margin-deg so craters at its edge are whole
    in some tile), every detection down to score 0.05, merged in lunar coordinates (or, with
    --one-atlas BOX, one atlas of a box holding both, e.g. the whole labelled west);
