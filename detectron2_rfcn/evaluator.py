@@ -85,9 +85,10 @@ def target_precision_threshold(scores_desc: np.ndarray, precision: np.ndarray, t
     """The lowest score t at which the detections scoring >= t are still ``target_precision``
     precise (the curve of :func:`precision_recall_curve`); NaN when no t is. Among thresholds that
     meet the target, the lowest has the highest recall: it is the operating point of "recall at
-    precision >= target". Unlike the best-F1 threshold, which is the argmax of a curve that is
-    flat near its top, it depends on cumulative counts only, so a few detections of a small
-    calibration set move it little. Ties: a threshold keeps every detection of its score."""
+    precision >= target". The best-F1 threshold of a small calibration set often lands where its
+    precision is 100 %, giving up recall that the target would allow; this one does not, though it
+    is no less noisy (README, "The demo's detector"). Ties: a threshold keeps every detection of
+    its score."""
     s = np.asarray(scores_desc, dtype=np.float64)
     p = np.asarray(precision, dtype=np.float64)
     if not len(s):
