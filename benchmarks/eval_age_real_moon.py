@@ -56,6 +56,10 @@ def parse_args(argv=None):
                    help="use only atlas craters scoring at least this (default: all the atlas holds)")
     p.add_argument("--materials", choices=("both", "off", "on"), default="both",
                    help="crater-material units: off (the honest figure), on (the leak), or both runs")
+    p.add_argument("--context", default="none",
+                   help="relative-age evidence added to the stratigraphy (etl.superposition), comma-separated: "
+                        "superposition (catalogue craters on the floor, ejecta and rim; crater densities), basins "
+                        "(distance to dated basins, on their ejecta), rays (wide-field albedo), all, or none")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("opts", nargs="...", help="config overrides, KEY VALUE pairs (e.g. TRIALS 3 SOLVER.MAX_ITER 600)")
     return p.parse_args(argv)
@@ -73,6 +77,20 @@ def accuracy_by_diameter(pred_csv: Path) -> dict:
                     "accuracy": float((df.loc[sel, "true_class"] == df.loc[sel, "predicted_class"]).mean())
                     if sel.any() else float("nan")}
     return out
+
+
+CONTEXT_PARTS = ("superposition", "basins", "rays")
+
+
+def context_parts(spec: str) -> set[str]:
+    """``--context`` -> the parts of :class:`etl.superposition.CraterContext` to use."""
+    parts = {p.strip() for p in str(spec).split(",") if p.strip()} - {"none"}
+    if "all" in parts:
+        parts = (parts - {"all"}) | set(CONTEXT_PARTS)
+    unknown = parts - set(CONTEXT_PARTS)
+    if unknown:
+        raise SystemExit(f"--context: unknown part(s) {sorted(unknown)}; choose from {CONTEXT_PARTS}, all, none")
+    return parts
 
 
 def atlas_unlabelled(atlas_path: Path, table, *, block_deg: float, min_score: float | None = None):
@@ -136,9 +154,17 @@ def main(argv=None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     table[["lon", "lat", "diameter_km", "age_class"]].to_csv(catalogue, index=False)
     units = UnitLabelPoints.from_csv(args.label_points)
+    context = context_parts(args.context)
+    if context:
+        from etl.superposition import LUNAR_BASINS, CraterContext
+
+        units = CraterContext(units, superposition="superposition" in context,
+                              basins=LUNAR_BASINS if "basins" in context else (),
+                              albedo=args.lola / "dom.tif" if "rays" in context else None)
     results = {"what": "age net on the real Moon: Head 2010 west craters (USGS 2013 labels, consistent), LOLA "
                        "DEM + albedo crops, spatially disjoint test blocks", "block_deg": args.block_deg,
-               "labelled": int((table["age_class"].fillna("") != "").sum()), "craters": len(table)}
+               "labelled": int((table["age_class"].fillna("") != "").sum()), "craters": len(table),
+               "context": sorted(context)}
     unlabelled, suffix = None, ""
     if args.atlas is not None:
         extra, counts = atlas_unlabelled(args.atlas, table, block_deg=args.block_deg, min_score=args.atlas_min_score)
@@ -165,9 +191,13 @@ def main(argv=None) -> int:
                 for t in summary["trials"]]
         by_bin = {k: {"n": int(sum(b[k]["n"] for b in bins)),
                       "accuracy_mean": float(np.nanmean([b[k]["accuracy"] for b in bins]))} for k in bins[0]}
+        codes = list(summary["trials"][0]["test"]["recall"])
+        recall = {c: float(np.nanmean([t["test"]["recall"][c] for t in summary["trials"]])) for c in codes}
+        confusion = np.sum([t["test"]["confusion"] for t in summary["trials"]], axis=0).tolist()
         results[name] = {
             "model": summary["model"], "attributes": int(cs.attributes.shape[1]),
             "schema": cs.schema.version, "test": summary["test"], "accuracy_by_diameter": by_bin,
+            "recall_mean": recall, "confusion_summed": confusion,
             "per_trial": [{k: t[k] for k in ("seed", "n_train", "n_unlabelled", "temperature")}
                           | {"n_test": t["test"]["n"], "recall": t["test"]["recall"]} for t in summary["trials"]],
             "seconds": time.perf_counter() - t0,
@@ -175,7 +205,8 @@ def main(argv=None) -> int:
         s = summary["test"]
         print(f"{name}: accuracy {s['accuracy']['mean']:.3f} +- {s['accuracy']['std']:.3f}, macro-F1 "
               f"{s['macro_f1']['mean']:.3f} +- {s['macro_f1']['std']:.3f} over {len(summary['trials'])} trial(s); "
-              + ", ".join(f"{k}: {v['accuracy_mean']:.2f} (n={v['n']})" for k, v in by_bin.items()))
+              + ", ".join(f"{k}: {v['accuracy_mean']:.2f} (n={v['n']})" for k, v in by_bin.items())
+              + "; recall " + ", ".join(f"{c} {r:.2f}" for c, r in recall.items()))
     results["load_average"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
