@@ -22,6 +22,13 @@ Steps (each skipped when its output exists in --work):
    --weights, as ``deepcraters atlas`` would; --diameter-scale overrides it); the test scores
    without it ("test_unscaled") divide the atlas's diameters by the scale (the merge saw the
    scaled boxes). JSON to --out.
+5. the same scores with the symmetric completeness boundary (``etl.evaluation``, boundary
+   "symmetric": an unmatched detection is a false positive only when no crater under the limit
+   could match it under the rule), its own threshold chosen on val the same way, under
+   "symmetric_boundary" in the JSON; the keys above keep the "detected" boundary.
+
+--tta VIEWS: test-time augmentation of every atlas tile (``detectron2_rfcn.tta``; default: the
+config's TEST.CRATER_TTA.TRANSFORMS), e.g. --tta hflip,vflip,rot90.
 
 The DEM is ``deepcraters lunar-rasters`` output (``dem.tif``, metres); without it (or without the
 catalogue) the script says what is missing and exits with status 2.
@@ -73,6 +80,9 @@ def parse_args(argv=None):
                          "one per box; kept as WORK/atlas_one*.parquet (every detection down to score 0.05)")
     ap.add_argument("--replay", action="store_true",
                     help="no model: the catalogue itself as the predictor (the ceiling of tiles, levels and merge)")
+    ap.add_argument("--tta", default=None, metavar="VIEWS",
+                    help="comma-separated extra views of each atlas tile (detectron2_rfcn.tta.TRANSFORMS, e.g. "
+                         "hflip,vflip,rot90); default: the config's TEST.CRATER_TTA.TRANSFORMS; 'none': off")
     ap.add_argument("--quiet", action="store_true")
     return ap.parse_args(argv)
 
@@ -181,8 +191,12 @@ def main(argv=None) -> int:
     from etl.local_tiles import LonLatBox
 
     scale = 1.0 if args.replay else (args.diameter_scale or recorded_diameter_scale(weights))
-    cfg = get_rfcn_cfg(str(args.config), ["DATASETS.CRATER.DIR", str(tiles), "MODEL.DEVICE", "cpu",
-                                          "MODEL.RFCN.DIAMETER_SCALE", str(scale)])
+    opts = ["DATASETS.CRATER.DIR", str(tiles), "MODEL.DEVICE", "cpu", "MODEL.RFCN.DIAMETER_SCALE", str(scale)]
+    if args.tta is not None:
+        views = [] if args.tta in ("", "none") else [v for v in args.tta.split(",") if v]
+        opts += ["TEST.CRATER_TTA.TRANSFORMS", str(views)]
+    cfg = get_rfcn_cfg(str(args.config), opts)
+    tta = list(cfg.TEST.CRATER_TTA.TRANSFORMS)
     setup_crater_datasets(cfg)  # the training tiles' pixel statistics and channels
     reference = read_catalogue(args.catalogue)
     limit = args.complete_above_km
@@ -195,7 +209,7 @@ def main(argv=None) -> int:
     predictor = replayed_catalogue(reference) if args.replay else None
     if args.replay:
         weights = Path("replayed-catalogue")
-    tag = "" if scale == 1.0 else f"_scale{scale:.4f}"
+    tag = ("" if scale == 1.0 else f"_scale{scale:.4f}") + ("" if args.replay or not tta else "_tta-" + "-".join(tta))
     if args.one_atlas:
         # One atlas for both boxes (and whatever else the box holds, e.g. the labelled west for the age network).
         val_atlas = atlas(args, cfg, weights, args.one_atlas, args.work / f"atlas_one{tag}.parquet", predictor,
@@ -224,7 +238,16 @@ def main(argv=None) -> int:
         bands[f"{lo}..{hi}"] = {name: {"num_reference": r["rules"][name]["num_reference"],
                                        "recall": r["rules"][name]["recall"],
                                        "precision": r["rules"][name]["precision"]} for name in rules}
-    for res in (val, test, curve, unscaled):
+    # The symmetric completeness boundary: its own val threshold, then test at it and over all scores.
+    sym_val = evaluate_atlas(val_atlas, reference, region=region(VAL), min_diameter_km=limit, rules=("deepmoon",),
+                             target_precision=0.85, boundary="symmetric")
+    sym_threshold = sym_val["rules"]["deepmoon"]["best_f1_score_thresh"]
+    sym_test = evaluate_atlas(test_atlas, reference, region=region(TEST), min_diameter_km=limit, rules=rules,
+                              score_threshold=sym_threshold, bins_km=[20.0, 30.0, 50.0, 100.0], target_precision=0.85,
+                              boundary="symmetric")
+    sym_curve = evaluate_atlas(test_atlas, reference, region=region(TEST), min_diameter_km=limit, rules=rules,
+                               bins_km=[20.0, 30.0, 50.0, 100.0], target_precision=0.85, boundary="symmetric")
+    for res in (val, test, curve, unscaled, sym_val, sym_test, sym_curve):
         res.pop("_sfd", None)
     result = {
         # File names only: the JSON is committed, the machine's paths are not.
@@ -232,13 +255,15 @@ def main(argv=None) -> int:
                  "complete_above_km": limit, "pixel_size_m": args.pixel_size_m,
                  "train": TRAIN, "val": VAL, "test": TEST, "labelled": LABELLED},
         "model": {"config": config_name(args.config), "weights": f"{weights.parent.name}/{weights.name}",
-                  "channels": list(cfg.MODEL.RFCN.INPUT_CHANNELS), "diameter_scale": scale},
+                  "channels": list(cfg.MODEL.RFCN.INPUT_CHANNELS), "diameter_scale": scale, "tta": tta},
         "atlas": {"levels": args.levels, "tile_size_px": args.tile_size, "overlap_px": args.overlap,
                   "min_diameter_px": args.min_diameter, "max_diameter_px": args.max_diameter,
                   "margin_deg": args.margin_deg, "one_atlas": args.one_atlas},
         "score_threshold_from_val": threshold, "val": val, "test_at_val_threshold": test,
         "test_all_scores": curve, "test_unscaled_at_val_threshold": unscaled,
         "test_recall_by_latitude_band": bands,
+        "symmetric_boundary": {"score_threshold_from_val": sym_threshold, "val": sym_val,
+                               "test_at_val_threshold": sym_test, "test_all_scores": sym_curve},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
@@ -248,6 +273,11 @@ def main(argv=None) -> int:
               f"best F1 {c['best_f1']:.3f}; recall at P >= 0.85 {c['recall_at_precision_0.85']:.3f}; "
               f"median |dD|/D {r['median_abs_diameter_error_frac']:.3f} (bias {r['median_diameter_bias_frac']:+.3f}; "
               f"without the scale {scale:.3f}: {unscaled['rules'][name]['median_abs_diameter_error_frac']:.3f})")
+    for name in rules:
+        r, c = sym_test["rules"][name], sym_curve["rules"][name]
+        print(f"{name:9s} symmetric boundary (false positives from {r['false_positive_from_km']:g} km): "
+              f"P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} at score >= {sym_threshold:.3f}; "
+              f"best F1 {c['best_f1']:.3f}; recall at P >= 0.85 {c['recall_at_precision_0.85']:.3f}")
     print(f"wrote {args.out}")
     return 0
 

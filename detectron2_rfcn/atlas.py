@@ -58,10 +58,18 @@ class AtlasSettings:
 
 
 class CraterPredictor:
-    """A built Detectron2 model in eval mode: multi-channel arrays in, boxes and scores out."""
+    """A built Detectron2 model in eval mode: multi-channel arrays in, boxes and scores out.
+    ``tta``: names of extra views of each tile (``detectron2_rfcn.tta``; from
+    ``TEST.CRATER_TTA.TRANSFORMS``), merged crater by crater; () = the tile alone."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, tta: Sequence[str] = ()):
+        from detectron2_rfcn.tta import TRANSFORMS
+
         self.model = model.eval()
+        self.tta = tuple(tta)
+        unknown = [n for n in self.tta if n not in TRANSFORMS]
+        if unknown:
+            raise ValueError(f"unknown TTA views {unknown}: choose from {sorted(TRANSFORMS)}")
 
     @classmethod
     def from_config(cls, cfg, weights: str | None = None) -> "CraterPredictor":
@@ -71,24 +79,17 @@ class CraterPredictor:
         model = build_model(cfg)
         if weights:
             DetectionCheckpointer(model).load(weights)
-        return cls(model)
+        tta = cfg.TEST.get("CRATER_TTA", None)
+        return cls(model, tta=tuple(tta.TRANSFORMS) if tta is not None else ())
 
     @torch.no_grad()
     def __call__(self, channels: np.ndarray, tile_grid: PixelGrid | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``channels`` float32 (C, H, W) -> boxes (N, 4) XYXY px and scores (N,). The tile's
         grid is part of the predictor protocol (georeferenced predictors, such as a catalogue
         replayed for evaluation, need it); the network does not."""
-        _, height, width = channels.shape
-        image = torch.from_numpy(np.ascontiguousarray(channels))
-        (out,) = self.model([{"image": image, "height": height, "width": width}])
-        inst = out["instances"].to("cpu")
-        return inst.pred_boxes.tensor.numpy().astype(float), inst.scores.numpy().astype(float)
+        return self.predict_batch([channels])[0]
 
-    @torch.no_grad()
-    def predict_batch(self, channels_list: Sequence[np.ndarray], tile_grids: Sequence[PixelGrid] | None = None
-                      ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One forward pass over several tiles (give them one shape: the model pads a batch to
-        its largest image, and padding is what would make a batched box differ from a lone one)."""
+    def _forward(self, channels_list: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         inputs = [{"image": torch.from_numpy(np.ascontiguousarray(c)), "height": c.shape[1], "width": c.shape[2]}
                   for c in channels_list]
         results = []
@@ -96,6 +97,18 @@ class CraterPredictor:
             inst = out["instances"].to("cpu")
             results.append((inst.pred_boxes.tensor.numpy().astype(float), inst.scores.numpy().astype(float)))
         return results
+
+    @torch.no_grad()
+    def predict_batch(self, channels_list: Sequence[np.ndarray], tile_grids: Sequence[PixelGrid] | None = None
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One forward pass over several tiles (give them one shape: the model pads a batch to
+        its largest image, and padding is what would make a batched box differ from a lone one);
+        one pass per view with TTA."""
+        if not self.tta:
+            return self._forward(channels_list)
+        from detectron2_rfcn.tta import predict_views
+
+        return predict_views(self._forward, channels_list, self.tta)
 
 
 def _keep_tile_boxes(boxes: np.ndarray, tile_width_px: int, tile_height_px: int,

@@ -146,6 +146,16 @@ def add_rfcn_config(cfg: CN) -> CN:
     cfg.TEST.CRATER_EVAL.CALIBRATE_DIAMETER_SCALE = False
     # Write OUTPUT_DIR/learning_curves.png from Detectron2's metrics.json after training.
     cfg.TEST.CRATER_EVAL.LEARNING_CURVES = True
+
+    # Test-time augmentation of the atlas and `detect` (detectron2_rfcn.tta): besides the tile
+    # itself, the model sees these views of it (symmetries of the pixel grid: "hflip", "vflip",
+    # "rot90", "rot180", "rot270", "transpose", "antitranspose"), and the craters of all views are
+    # merged crater by crater (etl.matching's project rule, in pixels), each scored by the mean
+    # of its views' scores (0 where a view missed it). [] = off. Each view costs one more forward
+    # pass. Scores change scale: choose the score threshold on validation data made with the same
+    # views (the training calibration, MODEL.RFCN.CALIBRATED_SCORE_THRESH, sees single views).
+    cfg.TEST.CRATER_TTA = CN()
+    cfg.TEST.CRATER_TTA.TRANSFORMS = []
     return cfg
 
 

@@ -7,6 +7,17 @@ with centres in the region and diameters >= ``min_diameter_km`` (a catalogue's c
 limit); an atlas crater in the region that matches none of them is a false positive unless it
 is smaller than ``min_diameter_km`` or matches a reference crater below the limit (unlabelled,
 not background). Matching is one-to-one and greedy by score (``etl.matching.match_one_to_one``).
+
+The completeness boundary (``boundary``): a reference crater counts by its catalogued diameter
+(>= the limit) and may be found by a detection of any size the rule accepts, so a 21 km crater
+detected as 18 km is a hit. ``"detected"`` (the default) counts an unmatched detection as a false
+positive whenever its own measured diameter is >= the limit, so an 18 km crater (uncatalogued)
+measured as 21 km is a false positive: the boundary is not symmetric. ``"symmetric"`` applies the
+rule's own diameter tolerance on the detection side too: an unmatched detection is a false
+positive only when every crater it could match under the rule is >= the limit, i.e. its diameter
+is >= limit x the rule's ``max_diameter_ratio`` (strict 25 km, project 30 km, DeepMoon 40 km for
+a 20 km limit); below that it is unlabelled, like the small craters it may be. Matched
+detections count the same under both.
 Errors are relative to the reference crater's diameter: centre distance / D_ref and
 (D_atlas - D_ref) / D_ref (signed: positive = the atlas measures craters too large).
 """
@@ -20,7 +31,8 @@ import pandas as pd
 from etl.matching import RULES, MatchRule, match_one_to_one
 from etl.moon import MOON_RADIUS_KM, great_circle_distance_m
 
-__all__ = ["Region", "evaluate_atlas", "cumulative_sfd", "plot_sfd", "default_bins_km"]
+__all__ = ["BOUNDARIES", "Region", "evaluate_atlas", "unlabelled_below_km", "cumulative_sfd", "plot_sfd",
+           "default_bins_km"]
 
 
 @dataclass(frozen=True)
@@ -63,9 +75,22 @@ def _scores(frame: pd.DataFrame) -> np.ndarray:
     return frame["score"].to_numpy(float) if "score" in frame else np.ones(len(frame))
 
 
+#: How an unmatched detection near the completeness limit counts (module docstring).
+BOUNDARIES = ("detected", "symmetric")
+
+
+def unlabelled_below_km(min_diameter_km: float, rule: MatchRule, boundary: str = "detected") -> float:
+    """Unmatched detections smaller than this (km) are unlabelled, not false positives: the
+    limit itself (``"detected"``), or the largest diameter that could still match a crater under
+    the limit (``"symmetric"``: limit x the rule's diameter ratio)."""
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    return float(min_diameter_km) * (rule.max_diameter_ratio if boundary == "symmetric" else 1.0)
+
+
 def _rule_metrics(atlas: pd.DataFrame, reference: pd.DataFrame, rule: MatchRule, *, counted_ref: np.ndarray,
                   in_region: np.ndarray, min_diameter_km: float, bins_km: list[float],
-                  target_precision: float) -> dict:
+                  target_precision: float, boundary: str = "detected") -> dict:
     score = _scores(atlas)
     match = match_one_to_one(atlas.lon, atlas.lat, atlas.diameter_km, score,
                              reference.lon, reference.lat, reference.diameter_km, rule)
@@ -73,7 +98,8 @@ def _rule_metrics(atlas: pd.DataFrame, reference: pd.DataFrame, rule: MatchRule,
     hit_counted = hit & counted_ref[np.maximum(match, 0)]
     hit_ignored = hit & ~counted_ref[np.maximum(match, 0)]
     d_atlas = atlas.diameter_km.to_numpy(float)
-    counted_det = in_region & ~hit_ignored & (hit_counted | (d_atlas >= min_diameter_km))
+    fp_from_km = unlabelled_below_km(min_diameter_km, rule, boundary)
+    counted_det = in_region & ~hit_ignored & (hit_counted | (d_atlas >= fp_from_km))
     num_ref = int(counted_ref.sum())
     tp, n_det = int((counted_det & hit_counted).sum()), int(counted_det.sum())
     precision = tp / n_det if n_det else 0.0
@@ -94,7 +120,8 @@ def _rule_metrics(atlas: pd.DataFrame, reference: pd.DataFrame, rule: MatchRule,
                                          reference.lon.to_numpy(float)[j], reference.lat.to_numpy(float)[j]) / 1000.0 / ref_d
     diam_err = (d_atlas[i] - ref_d) / ref_d
     res = {
-        "rule": rule.name, "num_reference": num_ref, "num_atlas": n_det, "true_positives": tp,
+        "rule": rule.name, "boundary": boundary, "false_positive_from_km": fp_from_km,
+        "num_reference": num_ref, "num_atlas": n_det, "true_positives": tp,
         "precision": precision, "recall": recall, "f1": f1,
         "best_f1": float(f1_curve[best]) if best >= 0 else 0.0,
         "best_f1_score_thresh": float(score[counted_det][order][best]) if best >= 0 else float("nan"),
@@ -127,10 +154,13 @@ def _rule_metrics(atlas: pd.DataFrame, reference: pd.DataFrame, rule: MatchRule,
 def evaluate_atlas(atlas: pd.DataFrame, reference: pd.DataFrame, *, region: Region | None = None,
                    min_diameter_km: float = 0.0, score_threshold: float | None = None,
                    rules: tuple[str, ...] = ("project", "deepmoon"), bins_km: list[float] | None = None,
-                   target_precision: float = 0.9) -> dict:
+                   target_precision: float = 0.9, boundary: str = "detected") -> dict:
     """Scores of ``atlas`` (lon, lat, diameter_km[, score]) against ``reference`` (lon, lat,
     diameter_km) under each rule named in ``rules`` (``etl.matching.RULES``). Fractions in
-    [0, 1]; errors relative to the reference diameter; diameters in km."""
+    [0, 1]; errors relative to the reference diameter; diameters in km. ``boundary``: how an
+    unmatched detection near ``min_diameter_km`` counts (``BOUNDARIES``, module docstring)."""
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
     if score_threshold is not None and "score" in atlas:
         atlas = atlas[atlas.score.to_numpy(float) >= score_threshold]
     atlas = atlas.reset_index(drop=True)
@@ -146,11 +176,11 @@ def evaluate_atlas(atlas: pd.DataFrame, reference: pd.DataFrame, *, region: Regi
         bins_km = default_bins_km(min_diameter_km if min_diameter_km > 0 else 10.0 ** np.floor(np.log10(smallest)),
                                   top)
     out = {"region": region.__dict__, "area_km2": region.area_km2(), "min_diameter_km": min_diameter_km,
-           "score_threshold": score_threshold, "rules": {}}
+           "boundary": boundary, "score_threshold": score_threshold, "rules": {}}
     for name in rules:
         out["rules"][name] = _rule_metrics(atlas, reference, RULES[name], counted_ref=counted_ref,
                                            in_region=in_region, min_diameter_km=min_diameter_km, bins_km=bins_km,
-                                           target_precision=target_precision)
+                                           target_precision=target_precision, boundary=boundary)
     out["_sfd"] = {"atlas_km": atlas.diameter_km.to_numpy(float)[in_region],
                    "reference_km": reference.diameter_km.to_numpy(float)[in_region_ref]}
     return out

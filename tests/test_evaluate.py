@@ -95,3 +95,30 @@ def test_region_area_and_sfd_are_per_km2():
     assert across.area_km2() == pytest.approx(Region(-10, -10, 10, 10).area_km2())
     d, n = cumulative_sfd([10, 40, 20], 100.0)
     assert d.tolist() == [40, 20, 10] and n.tolist() == [0.01, 0.02, 0.03]
+
+
+def test_the_symmetric_boundary_leaves_detections_that_may_be_small_craters_unlabelled():
+    from etl.evaluation import unlabelled_below_km
+
+    # One catalogued 30 km crater, found; three detections matching nothing, of 22, 28 and 45 km.
+    ref = pd.DataFrame({"lon": [-100.0], "lat": [0.0], "diameter_km": [30.0]})
+    atlas = pd.DataFrame({"lon": [-100.0, -90.0, -80.0, -70.0], "lat": [0.0, 0.0, 0.0, 0.0],
+                          "diameter_km": [31.0, 22.0, 28.0, 45.0], "score": [0.9, 0.8, 0.7, 0.6]})
+    region = Region(-120, -10, -60, 10)
+    old = evaluate_atlas(atlas, ref, region=region, min_diameter_km=20.0, rules=("strict", "project", "deepmoon"))
+    new = evaluate_atlas(atlas, ref, region=region, min_diameter_km=20.0, rules=("strict", "project", "deepmoon"),
+                         boundary="symmetric")
+    for rule in ("strict", "project", "deepmoon"):
+        # "detected": every unmatched detection >= 20 km is a false positive.
+        assert old["rules"][rule]["num_atlas"] == 4 and old["rules"][rule]["false_positive_from_km"] == 20.0
+        assert old["rules"][rule]["true_positives"] == new["rules"][rule]["true_positives"] == 1
+    # "symmetric": a 22 km detection may be a 17.6-20 km crater under the strict rule (1.25x),
+    # a 28 km one an 18.7-20 km crater under the project rule (1.5x); 45 km could match only
+    # craters >= 22.5 km under DeepMoon's (< 2x), which the catalogue would hold.
+    assert [new["rules"][r]["false_positive_from_km"] for r in ("strict", "project", "deepmoon")] == [25.0, 30.0, 40.0]
+    assert new["rules"]["strict"]["num_atlas"] == 3      # 31 (hit), 28, 45
+    assert new["rules"]["project"]["num_atlas"] == 2     # 31 (hit), 45
+    assert new["rules"]["deepmoon"]["num_atlas"] == 2    # 31 (hit), 45
+    assert unlabelled_below_km(20.0, PROJECT_RULE) == 20.0
+    with pytest.raises(ValueError, match="boundary"):
+        evaluate_atlas(atlas, ref, region=region, min_diameter_km=20.0, boundary="lenient")

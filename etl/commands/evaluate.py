@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
                                       "crosses the antimeridian; default: the reference's extent)")
     p.add_argument("--min-diameter-km", type=float, default=0.0,
                    help="completeness limit of the reference, km (Head 2010: 20)")
+    p.add_argument("--boundary", choices=["detected", "symmetric"], default="detected",
+                   help="an unmatched atlas crater near --min-diameter-km: 'detected' counts it as a false positive "
+                        "when its own diameter is >= the limit; 'symmetric' only when no crater under the limit "
+                        "could match it under the rule (diameter >= limit x the rule's diameter ratio), as a "
+                        "reference crater >= the limit may be matched by a detection under it (etl.evaluation)")
     p.add_argument("--score-threshold", type=float, default=None,
                    help="score only atlas craters scoring at least this (default: all in the file)")
     p.add_argument("--rules", nargs="+", default=["project", "deepmoon"],
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     region = Region(*args.region) if args.region else None
     res = evaluate_atlas(atlas, reference, region=region, min_diameter_km=args.min_diameter_km,
-                         score_threshold=args.score_threshold, rules=tuple(args.rules), bins_km=args.bins_km)
+                         score_threshold=args.score_threshold, rules=tuple(args.rules), bins_km=args.bins_km,
+                         boundary=args.boundary)
     sfd = res.pop("_sfd")
     print(format_report(res))
     if args.sfd:
