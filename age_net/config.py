@@ -87,6 +87,10 @@ def get_age_cfg_defaults() -> CN:
     # Include stratigraphy indicators of units that are crater materials (they encode the
     # crater's own age: a leak). Real-Moon results are reported with this off.
     cfg.ATTRIBUTES.CRATER_MATERIAL_UNITS = True
+    # The attributes the attribute branch reads: names or shell patterns (fnmatch) over the crater
+    # set's attribute names, in the set's order; empty = all. The model's schema is the selection's,
+    # so prediction applies the same selection and still refuses another schema.
+    cfg.ATTRIBUTES.USE = []
 
     # ---------------------------------------------------------------- data split
     cfg.DATA = CN()

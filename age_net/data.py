@@ -16,6 +16,7 @@ Normalisation keeps physical meaning:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -83,6 +84,26 @@ class CraterSet:
             attributes=self.attributes.iloc[idx].reset_index(drop=True), schema=self.schema,
             labels=self.labels[idx], crop_settings=dict(self.crop_settings), sources=dict(self.sources))
 
+    def select_attributes(self, patterns) -> "CraterSet":
+        """The same craters with only the attributes matching ``patterns`` (fnmatch; empty: all),
+        in their order, and the schema of that selection. Raises when a pattern matches nothing."""
+        from fnmatch import fnmatchcase
+
+        from etl.attributes import AttributeSchema
+
+        patterns = list(patterns or [])
+        if not patterns:
+            return self
+        unmatched = [p for p in patterns if not any(fnmatchcase(n, p) for n in self.schema.names)]
+        if unmatched:
+            raise ValueError(f"ATTRIBUTES.USE {unmatched} match no attribute of the crater set "
+                             f"({len(self.schema.names)} attributes, schema {self.schema.version})")
+        keep = [k for k, n in enumerate(self.schema.names) if any(fnmatchcase(n, p) for p in patterns)]
+        schema = AttributeSchema(self.schema.version.split(":")[0] + ":" + AttributeSchema.build(
+            [self.schema.names[k] for k in keep], [self.schema.units[k] for k in keep]).version.split(":")[1],
+            tuple(self.schema.names[k] for k in keep), tuple(self.schema.units[k] for k in keep))
+        return dataclasses.replace(self, attributes=self.attributes.iloc[:, keep], schema=schema)
+
     def save(self, path: str | Path) -> None:
         """One ``.npz`` (arrays) + the craters and attributes inside it as Parquet bytes + JSON."""
         import io
@@ -133,7 +154,7 @@ def build_crater_set(craters: pd.DataFrame, *, dom_path=None, dem_path=None, uni
     crater in a 32 px crop of 3 diameters has pixels of 940 m, coarser than its degradation). A
     crater whose crops of either size are not measurable is not valid."""
     from etl.attributes import crater_attributes
-    from etl.crops import CropSettings, extract_crops
+    from etl.crops import CropSettings, extract_crops, native_windows
 
     craters = craters.reset_index(drop=True)
     settings = CropSettings(size_px=int(size_px), side_diameters=float(side_diameters))
@@ -145,7 +166,8 @@ def build_crater_set(craters: pd.DataFrame, *, dom_path=None, dem_path=None, uni
                                         settings=CropSettings(size_px=int(attribute_size_px),
                                                               side_diameters=float(side_diameters)),
                                         progress=progress, max_invalid_fraction=max_invalid_fraction)
-    attrs, schema = crater_attributes(craters, attribute_crops, units=units,
+    native_dem = native_windows(dem_path, craters, assume_crs=assume_crs) if dem_path is not None else None
+    attrs, schema = crater_attributes(craters, attribute_crops, units=units, native_dem=native_dem,
                                       crater_material_units=crater_material_units)
     valid = np.asarray(crops.valid, bool) & np.asarray(attribute_crops.valid, bool)
     reasons = [a or b for a, b in zip(crops.reasons, attribute_crops.reasons)]

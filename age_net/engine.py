@@ -222,7 +222,7 @@ class AgeTrainer:
         if len(split.train) == 0:
             raise ValueError("no labelled training craters in this split")
         self.cfg = cfg
-        self.cs = cs
+        self.cs = cs = cs.select_attributes(cfg.ATTRIBUTES.USE)
         self.split = split
         self.seed = seed
         self.progress = progress
@@ -537,6 +537,7 @@ def _write_predictions(trainer: AgeTrainer, idx, path: Path) -> None:
 
 def _evaluate_on(trainer: AgeTrainer, other: CraterSet, name: str) -> dict:
     """Metrics of a trained model on every labelled, measurable crater of another crater set."""
+    other = other.select_attributes(trainer.cfg.ATTRIBUTES.USE)
     trainer.cs.schema.check_matches(other.schema)
     idx = np.flatnonzero((other.labels >= 0) & other.valid)
     saved = trainer.cs

@@ -35,6 +35,11 @@ class LoadedAgeModel:
     def crater_material_units(self) -> bool:
         return bool(self.cfg.ATTRIBUTES.CRATER_MATERIAL_UNITS)
 
+    @property
+    def attribute_selection(self) -> list[str]:
+        """ATTRIBUTES.USE of the model's config (absent in checkpoints made before the key: all)."""
+        return list(self.cfg.ATTRIBUTES.get("USE", []) or [])
+
 
 def load_age_model(path: str | Path, device: str = "auto") -> LoadedAgeModel:
     """The predicting network of a checkpoint (the teacher for Mean-Teacher runs), in eval mode."""
@@ -63,6 +68,7 @@ def predict_crater_set(loaded: LoadedAgeModel, cs: CraterSet, idx=None) -> np.nd
     """Calibrated probabilities (n, 5) of craters ``idx`` (default: all) of ``cs``.
 
     Raises ``AttributeSchemaError`` when ``cs`` was measured with another attribute schema."""
+    cs = cs.select_attributes(loaded.attribute_selection)
     loaded.schema.check_matches(cs.schema)
     idx = np.arange(len(cs)) if idx is None else np.asarray(idx)
     ds = AgeCropDataset(cs, loaded.stats, loaded.cfg, idx, augment=False)
@@ -101,7 +107,7 @@ def write_atlas_ages(atlas_path: str | Path, model_path: str | Path, out_path: s
                           crater_material_units=loaded.crater_material_units,
                           max_invalid_fraction=cfg.INPUT.MAX_INVALID_FRACTION, assume_crs=assume_crs,
                           label_column="", attribute_size_px=attribute_size_px(cfg), progress=progress)
-    loaded.schema.check_matches(cs.schema)  # before any work on the network: a clear error first
+    loaded.schema.check_matches(cs.select_attributes(loaded.attribute_selection).schema)  # a clear error first
     idx = np.flatnonzero(cs.valid)
     probs = predict_crater_set(loaded, cs, idx)
     ages = ages_frame(craters["crater_id"].to_numpy()[idx], probs)

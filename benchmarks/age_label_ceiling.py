@@ -15,7 +15,8 @@ exactly; with the flux law (the default) the heavy bombardment spreads them.
 
 With ``--measured`` the same votes are taken on what ``etl.attributes`` measures on the world's
 DEM (``depth_over_fresh`` for the kept fraction, ``diffusion_length_m`` for sigma; crops of
-``--size`` px, 3 diameters): the gap between the two is what measurement loses.
+``--size`` px, 3 diameters; and ``native_diffusion_length_m``, sigma fitted on the DEM's own
+pixels): the gap between the two is what measurement loses.
 
     python benchmarks/age_label_ceiling.py /tmp/agew0/catalogue.csv [--measured]
 """
@@ -58,10 +59,11 @@ def main() -> None:
     rows = [(f"true {name}", len(cat), vote(x, y)) for name, x in truth.items()]
     if args.measured:
         from etl.attributes import crater_attributes
-        from etl.crops import CropSettings, extract_crops
+        from etl.crops import CropSettings, extract_crops, native_windows
 
-        crops = extract_crops(cat, dem_path=args.catalogue.parent / "dem.tif", settings=CropSettings(size_px=args.size))
-        attrs, _ = crater_attributes(cat, crops)
+        dem = args.catalogue.parent / "dem.tif"
+        crops = extract_crops(cat, dem_path=dem, settings=CropSettings(size_px=args.size))
+        attrs, _ = crater_attributes(cat, crops, native_dem=native_windows(dem, cat))
         ok = (np.asarray(crops.valid, bool) & np.isfinite(attrs["depth_over_fresh"].to_numpy())
               & np.isfinite(attrs["diffusion_length_m"].to_numpy()))
         for name, x in truth.items():
@@ -69,6 +71,19 @@ def main() -> None:
         measured = features(d, attrs["depth_over_fresh"].to_numpy(), attrs["diffusion_length_m"].to_numpy(), maria)
         for name, x in measured.items():
             rows.append((f"measured {name}", int(ok.sum()), vote(x[ok], y[ok])))
+        native = attrs["native_diffusion_length_m"].to_numpy()
+        x = features(d, attrs["depth_over_fresh"].to_numpy(), native, maria)["diffusion length, unit"]
+        nok = ok & np.isfinite(native)
+        rows.append(("true diffusion length, unit (craters the native fit measures)", int(nok.sum()),
+                     vote(truth["diffusion length, unit"][nok], y[nok])))
+        rows.append(("measured diffusion length on the DEM's own pixels (native fit), unit",
+                     int(nok.sum()), vote(x[nok], y[nok])))
+        err = np.log(native + 5.0) - np.log(cat["diffusion_length_m"].to_numpy() + 5.0)
+        crop_err = np.log(attrs["diffusion_length_m"].to_numpy() + 5.0) - np.log(cat["diffusion_length_m"].to_numpy() + 5.0)
+        for name, e in (("crop fit", crop_err), ("native fit", err)):
+            e = e[ok & np.isfinite(e)]
+            print(f"log(sigma + 5 m) error of the {name}: median {np.median(e):+.3f}, "
+                  f"MAD {1.4826 * np.median(np.abs(e - np.median(e))):.3f}")
     for name, n, acc in rows:
         print(f"{n} craters: accuracy of the 8-NN vote on {name} = {acc:.3f}")
 

@@ -15,7 +15,12 @@ Four groups, each a set of named float64 columns with units:
   The degradation state is also fitted whole: the radial profile (median over the unmasked
   pixels of each ring) against the Pike fresh profile of this diameter diffused by a
   Gaussian of length sigma (topographic diffusion, as Fassett & Thomson 2014 date craters
-  by kappa t), with the fresh amplitude and, separately, a free one.
+  by kappa t), with the fresh amplitude and, separately, a free one. Given the DEM's own pixels
+  (:func:`etl.crops.native_windows`), sigma is also fitted there (``native_*``): the fresh profile
+  rendered at the source pixel centres, blurred on that grid, with a quadratic surroundings
+  surface, least squares over every pixel (Huber-reweighted once), with no resampling between the
+  DEM and the fit (the crops' bilinear resampling blurs by about 0.4 source pixels, as much as a
+  young crater's sigma at 100 m/px).
 - **scaling laws** from the diameter alone: Pike (1977) fresh depth and rim height, floor
   diameter and central peak (:func:`etl.synthetic.crater_shape_km` owns those formulas),
   the simple/complex transition, the transient cavity (Croft 1985), excavation depth and
@@ -37,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from etl.crops import CraterCrops
+from etl.crops import CraterCrops, NativeWindow, local_offsets_m as _local_offsets_m
 from etl.moon import MOON_RADIUS_M, unit_vector
 from etl.synthetic import crater_profile_m, crater_shape_km
 
@@ -45,7 +50,9 @@ __all__ = ["ATTRIBUTE_DEFINITIONS_VERSION", "AttributeSchema", "AttributeSchemaE
            "crater_attributes", "neighbour_keep_masks", "scaling_law_attributes"]
 
 #: Bump when the meaning of an existing attribute changes (the hash only sees names and units).
-ATTRIBUTE_DEFINITIONS_VERSION = 2  # 2: neighbours masked, quadratic surroundings, diffusion fit
+# 2: neighbours masked, quadratic surroundings, diffusion fit; 3: the diffusion length also fitted on the
+# DEM's native pixels (native_*), no crop resampling in between
+ATTRIBUTE_DEFINITIONS_VERSION = 3
 
 #: Simple-to-complex transition diameter on the Moon, km (Pike 1977; the default of
 #: crater_shape_km, which owns the formulas on either side of it).
@@ -335,6 +342,99 @@ def _diffusion_fit(h: np.ndarray, diameter_km: float, rings: _Rings, fresh_depth
     }
 
 
+_NATIVE_UNITS = {
+    "native_diffusion_length_rel": "1",
+    "native_diffusion_length_m": "m",
+    "native_log10_diffusion_length_m": "log10(m)",
+    "native_fit_rms_rel": "1",
+    "native_amplitude_over_fresh": "1",
+    "native_diffusion_length_rel_free": "1",
+}
+# Native-grid fit: pixels out to this many radii (the window's reach), at least this share of them
+# finite and unmasked; one reweighting pass with Huber weights at this many robust sigmas (pixels of
+# craters the table does not list, or terrain the quadratic does not follow, count less).
+_NATIVE_FIT_TO = 2.5
+_NATIVE_MIN_COVER = 0.5
+_NATIVE_HUBER = 1.5
+
+
+def _native_diffusion_fit(win: NativeWindow, diameter_km: float, keep: np.ndarray | None) -> dict[str, float]:
+    """The diffusion length sigma fitted on the DEM's own pixels: the fresh Pike profile of this
+    diameter, evaluated at the pixel centres (the crater's own, round, local offsets) and blurred by
+    a Gaussian of sigma on that grid, plus a quadratic surroundings surface (its plane inside the
+    rim, which the impact excavated), least squares over every pixel out to 2.5 radii (a pixel
+    counts once, wherever it lies; no rings, no resampling). The fresh amplitude is fixed (sigma
+    alone sets both the shape and the lost depth), then refitted with Huber weights; a free
+    amplitude is fitted alongside, as in the crop fit."""
+    from scipy import ndimage
+
+    radius_m = diameter_km * 500.0
+    x = np.hypot(win.x_m, win.y_m) / radius_m
+    finite = np.isfinite(win.values)
+    sel = finite & (x <= _NATIVE_FIT_TO)
+    if keep is not None:
+        interior = sel & (x <= _INTERIOR)
+        if (keep & interior).sum() >= _MIN_UNMASKED_INTERIOR * interior.sum():
+            sel &= keep
+    if sel.sum() < max(12, _NATIVE_MIN_COVER * (x <= _NATIVE_FIT_TO).sum()) or not (sel & (x <= _INTERIOR)).any():
+        return {}
+    # Ground size of a window pixel along rows and columns (metres), from the offsets at the centre.
+    r, c = np.unravel_index(np.argmin(x), x.shape)
+    r, c = min(max(r, 1), x.shape[0] - 2), min(max(c, 1), x.shape[1] - 2)
+    step_row = math.hypot(win.x_m[r + 1, c] - win.x_m[r, c], win.y_m[r + 1, c] - win.y_m[r, c])
+    step_col = math.hypot(win.x_m[r, c + 1] - win.x_m[r, c], win.y_m[r, c + 1] - win.y_m[r, c])
+    shape = crater_shape_km(np.asarray(float(diameter_km)))
+    fresh_depth_m = float(shape["depth_km"]) * 1000.0
+    z = crater_profile_m(x, fresh_depth_m, float(shape["rim_height_km"]) * 1000.0,
+                         float(shape["floor_diameter_km"]) / float(diameter_km),
+                         float(shape["peak_height_km"]) * 1000.0).astype(float)
+    e = np.clip((_EXCAVATED[1] - x) / (_EXCAVATED[1] - _EXCAVATED[0]), 0.0, 1.0)
+    outside = 1.0 - e * e * (3.0 - 2.0 * e)
+    u, v = win.x_m / radius_m, win.y_m / radius_m
+    design = np.column_stack([np.ones(sel.sum()), u[sel], v[sel], (outside * u * u)[sel], (outside * u * v)[sel],
+                              (outside * v * v)[sel]])
+    h = win.values[sel].astype(float)
+    templates = np.empty((len(_FIT_SIGMA_REL), h.size))
+    for k, s_rel in enumerate(_FIT_SIGMA_REL):
+        sig = (s_rel * radius_m / step_row, s_rel * radius_m / step_col)
+        templates[k] = (ndimage.gaussian_filter(z, sig, mode="constant") if max(sig) > 0.05 else z)[sel]
+
+    def sse_of(weights):
+        sw = np.sqrt(weights)
+        q, _ = np.linalg.qr(design * sw[:, None])
+        res = (h[None, :] - templates) * sw[None, :]
+        res -= (res @ q) @ q.T
+        return (res * res).sum(axis=1), res
+
+    sse, res = sse_of(np.ones(h.size))
+    k = int(np.argmin(sse))
+    dev = np.abs(res[k])
+    scale = 1.4826 * float(np.median(dev)) + 1e-6
+    sse, _ = sse_of(np.minimum(1.0, _NATIVE_HUBER * scale / np.maximum(dev, 1e-12)))
+    k = int(np.argmin(sse))
+    sigma_rel = float(_FIT_SIGMA_REL[k])
+    if 1 < k < len(_FIT_SIGMA_REL) - 1:
+        denom = sse[k - 1] - 2.0 * sse[k] + sse[k + 1]
+        if denom > 0:
+            step = float(np.clip(0.5 * (sse[k - 1] - sse[k + 1]) / denom, -0.5, 0.5))
+            sigma_rel = float(np.exp(np.log(sigma_rel) + step * np.log(_FIT_SIGMA_REL[k + 1] / sigma_rel)))
+    # Free amplitude (unweighted): projected template against projected heights.
+    q, _ = np.linalg.qr(design)
+    hp = h - q @ (q.T @ h)
+    tp = templates - (templates @ q) @ q.T
+    amp = (tp @ hp) / np.maximum((tp * tp).sum(axis=1), 1e-12)
+    sse_free = np.where(amp > 0, ((hp[None, :] - amp[:, None] * tp) ** 2).sum(axis=1), np.inf)
+    k_free = int(np.argmin(sse_free))
+    return {
+        "native_diffusion_length_rel": sigma_rel,
+        "native_diffusion_length_m": sigma_rel * radius_m,
+        "native_log10_diffusion_length_m": math.log10(max(sigma_rel, 0.5 * _FIT_SIGMA_REL[1]) * radius_m),
+        "native_fit_rms_rel": float(np.sqrt(sse[k] / h.size)) / fresh_depth_m,
+        "native_amplitude_over_fresh": float(amp[k_free]) if np.isfinite(sse_free[k_free]) else np.nan,
+        "native_diffusion_length_rel_free": float(_FIT_SIGMA_REL[k_free]),
+    }
+
+
 def _morphometry(dem: np.ndarray, pixel_m: float, diameter_km: float, rings: _Rings,
                  fresh_depth_m: float, fresh_rim_m: float, keep: np.ndarray | None = None) -> dict[str, float]:
     """``keep``: pixels not masked by neighbouring craters (None: all)."""
@@ -452,18 +552,6 @@ def _optical(dom: np.ndarray, rings: _Rings, keep: np.ndarray | None = None) -> 
     }
 
 
-def _local_offsets_m(lon0_deg: float, lat0_deg: float, lon_deg, lat_deg) -> tuple[np.ndarray, np.ndarray]:
-    """East and north offsets, metres, of points in the azimuthal-equidistant projection centred on
-    (lon0, lat0) that the crops use (the forward of :func:`etl.crops.local_lonlat`)."""
-    lat0, lon0 = math.radians(lat0_deg), math.radians(lon0_deg)
-    lat, dlon = np.radians(np.asarray(lat_deg, float)), np.radians(np.asarray(lon_deg, float)) - lon0
-    cos_delta = np.sin(lat0) * np.sin(lat) + np.cos(lat0) * np.cos(lat) * np.cos(dlon)
-    delta = np.arccos(np.clip(cos_delta, -1.0, 1.0)) * MOON_RADIUS_M
-    azimuth = np.arctan2(np.sin(dlon) * np.cos(lat),
-                         np.cos(lat0) * np.sin(lat) - np.sin(lat0) * np.cos(lat) * np.cos(dlon))
-    return delta * np.sin(azimuth), delta * np.cos(azimuth)
-
-
 class _NeighbourMasks:
     """``masks(i)``: the keep mask of crater i (see :func:`neighbour_keep_masks`), made on demand
     (a mask per crater of a global atlas would not fit in memory). Craters are indexed in trees by
@@ -485,8 +573,8 @@ class _NeighbourMasks:
             reach_m = _NEIGHBOUR_MASK_RADII * self.radius_m[members].max()
             self.trees.append((cKDTree(self.xyz[members]), members, reach_m))
 
-    def __call__(self, i: int) -> np.ndarray | None:
-        rings, radius_m = self.rings, self.radius_m
+    def _neighbours(self, i: int):
+        radius_m = self.radius_m
         near = np.concatenate([members[tree.query_ball_point(self.xyz[i], self.half_diagonal_m[i] + reach_m)]
                                for tree, members, reach_m in self.trees] or [np.zeros(0, int)]).astype(int)
         near = near[near != i]
@@ -503,13 +591,35 @@ class _NeighbourMasks:
                 & (dist + self.half_diagonal_m[i] > _HOST_KEEP_RADII * rj_m))
         if not use.any() and not host.any():
             return None
+        return x, y, reach, use, host, rj_m
+
+    def __call__(self, i: int) -> np.ndarray | None:
+        parts = self._neighbours(i)
+        if parts is None:
+            return None
+        x, y, reach, use, host, rj_m = parts
+        rings = self.rings
         px = float(self.crops.pixel_size_m[i])
-        keep = np.ones(rings.r.shape, bool)
-        for xj, yj, rj in zip(x[use] / px, y[use] / px, reach[use] / px):
-            keep &= np.hypot(rings.dx - xj, rings.dy - yj) > rj
-        for xj, yj, rj in zip(x[host] / px, y[host] / px, rj_m[host] / px):
-            keep &= np.hypot(rings.dx - xj, rings.dy - yj) < _HOST_KEEP_RADII * rj
+        return self._keep(rings.dx, rings.dy, x[use] / px, y[use] / px, reach[use] / px,
+                          x[host] / px, y[host] / px, rj_m[host] / px)
+
+    @staticmethod
+    def _keep(gx, gy, xu, yu, ru, xh, yh, rh) -> np.ndarray:
+        keep = np.ones(np.shape(gx), bool)
+        for xj, yj, rj in zip(xu, yu, ru):
+            keep &= np.hypot(gx - xj, gy - yj) > rj
+        for xj, yj, rj in zip(xh, yh, rh):
+            keep &= np.hypot(gx - xj, gy - yj) < _HOST_KEEP_RADII * rj
         return keep
+
+    def at(self, i: int, x_m: np.ndarray, y_m: np.ndarray) -> np.ndarray | None:
+        """The same keep mask at arbitrary points (metres east, north of crater i), e.g. the pixel
+        centres of a :class:`etl.crops.NativeWindow`."""
+        parts = self._neighbours(i)
+        if parts is None:
+            return None
+        x, y, reach, use, host, rj_m = parts
+        return self._keep(x_m, y_m, x[use], y[use], reach[use], x[host], y[host], rj_m[host] * 1.0)
 
 
 def neighbour_keep_masks(craters: pd.DataFrame, crops: CraterCrops, rings: _Rings | None = None):
@@ -523,8 +633,8 @@ def neighbour_keep_masks(craters: pd.DataFrame, crops: CraterCrops, rings: _Ring
 
 
 def crater_attributes(craters: pd.DataFrame, crops: CraterCrops, *, units=None,
-                      crater_material_units: bool = True, progress: bool = False
-                      ) -> tuple[pd.DataFrame, AttributeSchema]:
+                      crater_material_units: bool = True, native_dem: list[NativeWindow | None] | None = None,
+                      progress: bool = False) -> tuple[pd.DataFrame, AttributeSchema]:
     """Attributes of every crater (same order as ``craters`` and ``crops``) and their schema.
 
     The other craters of ``craters`` are masked out of each crater's crop
@@ -533,7 +643,9 @@ def crater_attributes(craters: pd.DataFrame, crops: CraterCrops, *, units=None,
     Morphometry columns exist when the crops have a DEM, optical ones when they have a DOM,
     stratigraphy ones when ``units`` (an :class:`etl.geology.UnitSource`) is given; with
     ``crater_material_units=False`` crater-material units are ignored and their columns
-    dropped. Measured values are NaN where a crop is not valid.
+    dropped. ``native_dem`` (:func:`etl.crops.native_windows` of the DEM, same order) adds the
+    diffusion length fitted on the DEM's own pixels (``native_*``), NaN where a window is None.
+    Measured values are NaN where a crop is not valid.
     """
     if len(craters) != len(crops):
         raise ValueError(f"{len(craters)} craters but {len(crops)} crops")
@@ -549,6 +661,11 @@ def crater_attributes(craters: pd.DataFrame, crops: CraterCrops, *, units=None,
     if crops.dom is not None:
         measured.update({k: np.full(n, np.nan) for k in _OPTICAL_UNITS})
         all_units += list(_OPTICAL_UNITS.values())
+    if native_dem is not None:
+        if len(native_dem) != n:
+            raise ValueError(f"{n} craters but {len(native_dem)} native DEM windows")
+        measured.update({k: np.full(n, np.nan) for k in _NATIVE_UNITS})
+        all_units += list(_NATIVE_UNITS.values())
     fresh_depth_m = scaling["fresh_depth_km"].to_numpy() * 1000.0
     fresh_rim_m = scaling["fresh_rim_height_km"].to_numpy() * 1000.0
     keep = _NeighbourMasks(craters, crops, rings) if measured and n else (lambda i: None)
@@ -566,6 +683,10 @@ def crater_attributes(craters: pd.DataFrame, crops: CraterCrops, *, units=None,
                                        fresh_depth_m[i], fresh_rim_m[i], mask))
         if crops.dom is not None:
             values.update(_optical(crops.dom[i], rings, mask))
+        if native_dem is not None and native_dem[i] is not None:
+            win = native_dem[i]
+            values.update(_native_diffusion_fit(win, diameter_km[i], keep.at(i, win.x_m, win.y_m)
+                                                if hasattr(keep, "at") else None))
         for name, value in values.items():
             measured[name][i] = value
     if measured:

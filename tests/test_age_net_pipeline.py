@@ -154,6 +154,32 @@ def test_a_model_refuses_attributes_of_another_schema(trained, world, crater_set
         predict_crater_set(loaded, without_units)
 
 
+def test_attribute_selection_is_the_models_schema_and_prediction_applies_it(crater_set, world, tmp_path):
+    from etl.attributes import ATTRIBUTE_DEFINITIONS_VERSION
+
+    assert "native_log10_diffusion_length_m" in crater_set.schema.names  # sigma on the DEM's own pixels
+    picked = crater_set.select_attributes(["native_*", "strat_*"])
+    assert picked.schema.names and all(n.startswith(("native_", "strat_")) for n in picked.schema.names)
+    assert list(picked.attributes.columns) == list(picked.schema.names)
+    assert picked.schema.version.startswith(f"{ATTRIBUTE_DEFINITIONS_VERSION}:") and picked.schema != crater_set.schema
+    with pytest.raises(ValueError, match="match no attribute"):
+        crater_set.select_attributes(["no_such_*"])
+    cfg = get_age_cfg(str(CONFIG), OPTS + ["OUTPUT_DIR", str(tmp_path), "MODEL.MODE", "attributes",
+                                           "SOLVER.MAX_ITER", "5", "ATTRIBUTES.USE", "['native_*','strat_*']"])
+    trainer = AgeTrainer(cfg, crater_set, make_split(crater_set, cfg, seed=0), tmp_path, seed=0, progress=False)
+    assert trainer.model.num_attributes == len(picked.schema.names)
+    trainer.train()
+    loaded = load_age_model(trainer.save(tmp_path / "model_final.pth", final=True), device="cpu")
+    assert loaded.schema == picked.schema
+    probs = predict_crater_set(loaded, crater_set, np.flatnonzero(crater_set.valid))  # the full set, selected
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    cat = pd.read_csv(world / "catalogue.csv").head(5)
+    without_units = build_crater_set(cat, dom_path=world / "dom.tif", dem_path=world / "dem.tif", units=None,
+                                     size_px=32, attribute_size_px=64)
+    with pytest.raises(ValueError, match="strat_"):  # the selection cannot be made: refused, never guessed
+        predict_crater_set(loaded, without_units)
+
+
 def _atlas_from_catalogue(world: Path, path: Path, run: str) -> pd.DataFrame:
     cat = pd.read_csv(world / "catalogue.csv")
     half = cat["diameter_px"] / 2
