@@ -80,6 +80,9 @@ _LOAD_SETTINGS = {"work_mem": "256MB", "maintenance_work_mem": "512MB"}
 #: or truncated file looks like, and it would wipe the run (an atlas run's age estimates
 #: cascade away with its craters). A file that re-detects the same area keeps most crater ids.
 _REPLACE_FRACTION = 0.5
+#: After a load that changed rows, the table is read into PostgreSQL's buffer cache
+#: (``prewarm``) as long as what is read stays within this share of ``shared_buffers``.
+_PREWARM_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class LoadResult:
     deleted: int
     seconds: float
     provenance_updated: bool = False  # the stored run's provenance (its run row) was rewritten
+    prewarmed_mb: float = 0.0  # of the changed table, read into the server's buffer cache after the commit (``prewarm``)
 
     @property
     def unchanged(self) -> int:
@@ -561,10 +565,44 @@ def _transaction(url, engine, body):
             with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 cur = conn.connection.dbapi_connection.cursor()
                 cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(_ANALYZE_AFTER[result.kind])))
+                result = replace(result, prewarmed_mb=prewarm(cur, _ANALYZE_AFTER[result.kind]) / 2**20)
         return result
     finally:
         if owned:
             eng.dispose()
+
+
+def prewarm(cur, table: str) -> int:
+    """Read ``table`` into the server's buffer cache with ``pg_prewarm``: its spatial (GiST)
+    indexes first, then its rows, then its other indexes, each one only while everything read
+    stays within ``_PREWARM_SHARE`` of ``shared_buffers``. Returns the bytes read (0 where the
+    database has no ``pg_prewarm`` extension or the role may not use it).
+
+    A load writes its rows through a small ring of buffers and builds its indexes outside the
+    cache, so without this the first query at each place reads its pages from the operating
+    system: at 10 million craters (2.7 GB with indexes) that was the tail of the query
+    latencies (docs/scale.md). ``make db`` sizes ``shared_buffers`` for it (tools/db.sh)."""
+    cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_prewarm'")
+    if cur.fetchone() is None:
+        return 0
+    cur.execute(
+        "SELECT c.oid::regclass::text, pg_relation_size(c.oid), "
+        "       pg_size_bytes(current_setting('shared_buffers')) "
+        "FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid LEFT JOIN pg_am a ON a.oid = c.relam "
+        "WHERE c.oid = %(t)s::regclass OR i.indrelid = %(t)s::regclass "
+        "ORDER BY CASE WHEN a.amname = 'gist' THEN 0 WHEN c.relkind = 'r' THEN 1 ELSE 2 END, c.relname",
+        {"t": table})
+    rels = cur.fetchall()
+    budget, read = (rels[0][2] * _PREWARM_SHARE if rels else 0), 0
+    for name, size, _ in rels:
+        if read + size > budget:
+            continue
+        try:
+            cur.execute("SELECT pg_prewarm(%s::regclass)", (name,))
+        except psycopg2.errors.InsufficientPrivilege:
+            return read
+        read += size
+    return read
 
 
 # --------------------------------------------------------------------------- loads

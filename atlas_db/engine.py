@@ -76,5 +76,12 @@ def ensure_database(url: str | None = None) -> None:
     try:
         with eng.connect() as conn:
             conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
+            # Optional: pg_prewarm (PostgreSQL's contrib) lets a load leave what it wrote in the
+            # buffer cache (atlas_db.bulk.prewarm). Where the server lacks it, or the role may
+            # not create it (it needs a superuser), loads skip that step.
+            conn.execute(text(
+                "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_prewarm') THEN "
+                "CREATE EXTENSION IF NOT EXISTS pg_prewarm; END IF; "
+                "EXCEPTION WHEN insufficient_privilege THEN NULL; END $$"))
     finally:
         eng.dispose()

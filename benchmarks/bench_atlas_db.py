@@ -14,6 +14,13 @@ Two latencies per query, labelled: ``client`` is what a user of the Python API g
 with TIMING OFF, run right after). The load average is recorded with each phase: on a
 shared machine the figures move with it.
 
+The queries run on the atlas as a load leaves it: the load reads the table and its indexes
+into the server's buffer cache (``atlas_db.bulk.prewarm``, pg_prewarm; ``make db`` sizes
+``shared_buffers`` for it), and the REINDEX phase, which builds new indexes outside that cache,
+is followed by the same prewarm (``--no-prewarm`` skips it). ``--cold N`` first times N queries
+of each kind at other places before that prewarm, each reading its pages on first touch, and
+reports them under ``cold_buffers`` with the blocks read from outside ``shared_buffers``.
+
 It works in its own database (default ``deepcraters_bench``), which it drops and
 re-creates: it never touches the test or user database.
 
@@ -44,6 +51,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from atlas_db import queries as Q  # noqa: E402
+from atlas_db.bulk import prewarm  # noqa: E402
 from atlas_db.engine import get_engine, safe_url  # noqa: E402
 from atlas_db.migrate import upgrade  # noqa: E402
 from atlas_db.synthetic import (ROBBINS_2018_SIZE, age_provenance, atlas_provenance, synthetic_ages,  # noqa: E402
@@ -119,10 +127,20 @@ def percentiles(seconds):
             "mean_ms": float(ms.mean()), "n": int(len(ms))}
 
 
-def measure_queries(engine, expected, lons, lats, polys, check, run=None, radius_km: float = 50.0) -> dict:
+#: Buffer-cache requests of the query's transaction on the craters table and its indexes:
+#: blocks asked for, and of those found in shared_buffers (the rest came from the OS).
+_BLOCKS_SQL = ("SELECT sum(pg_stat_get_xact_blocks_fetched(c.oid)), sum(pg_stat_get_xact_blocks_hit(c.oid)) "
+               "FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid "
+               "WHERE c.oid = 'craters'::regclass OR i.indrelid = 'craters'::regclass")
+
+
+def measure_queries(engine, expected, lons, lats, polys, check, run=None, radius_km: float = 50.0,
+                    blocks: dict | None = None) -> dict:
     """Time radius (``radius_km``), polygon and k=10 nearest queries at the given places through the
     Python API (client seconds) and on the server (EXPLAIN ANALYZE ms), checking the first
-    ``check`` of each kind against brute force over ``expected`` (lon, lat, crater_id)."""
+    ``check`` of each kind against brute force over ``expected`` (lon, lat, crater_id). With
+    ``blocks``, fill it with the buffer-cache requests of all those statements (timed calls and
+    their EXPLAIN repeats): blocks fetched, and read from outside shared_buffers."""
     import shapely
 
     all_lon, all_lat = expected["lon"].to_numpy(), expected["lat"].to_numpy()
@@ -132,6 +150,8 @@ def measure_queries(engine, expected, lons, lats, polys, check, run=None, radius
         cur = conn.connection.dbapi_connection.cursor()
         for _ in range(20):  # warm the cache and the connection
             Q.nearest_craters(conn, 0.0, 0.0, k=10, run=run)
+        cur.execute(_BLOCKS_SQL)
+        fetched0, hit0 = cur.fetchone()
         for i in range(len(lons)):
             got, dt = timed(Q.craters_within, conn, lons[i], lats[i], radius_km, run=run)
             out["radius"]["client"].append(dt)
@@ -166,6 +186,11 @@ def measure_queries(engine, expected, lons, lats, polys, check, run=None, radius
                 d = np.sort(great_circle_distance_m(all_lon, all_lat, lons[i], lats[i]))[:10] / 1000.0
                 np.testing.assert_allclose(got["distance_km"].to_numpy(float), d, rtol=1e-9, atol=1e-6)
                 out["nearest"]["checked"] += 1
+        cur.execute(_BLOCKS_SQL)
+        fetched1, hit1 = cur.fetchone()
+    if blocks is not None:
+        blocks.update(fetched=int(fetched1 - fetched0), read_from_os=int((fetched1 - fetched0) - (hit1 - hit0)),
+                      places=len(lons))
     return out
 
 
@@ -218,8 +243,11 @@ def equal_answers_phase(res: dict, engine, atlas: pd.DataFrame, args) -> None:
     rng = np.random.default_rng(8)
     lons, lats = random_points(rng, args.queries)
     polys = [random_polygon(rng, lo, la, args.polygon_deg * scale) for lo, la in zip(lons, lats)]
-    got = measure_queries(engine, atlas, lons, lats, polys, args.check, radius_km=args.radius_km * scale)
-    res["equal_answers"] = {"radius_km": args.radius_km * scale, "polygon_deg": args.polygon_deg * scale, **{
+    blocks: dict = {}
+    got = measure_queries(engine, atlas, lons, lats, polys, args.check, radius_km=args.radius_km * scale,
+                          blocks=blocks)
+    res["equal_answers"] = {"radius_km": args.radius_km * scale, "polygon_deg": args.polygon_deg * scale,
+                            "blocks": blocks, **{
         kind: {**percentiles(v["client"]), "server": percentiles(np.asarray(v["server"]) / 1e3),
                "checked_against_brute_force": v["checked"], "rows_returned_mean": float(np.mean(v["rows"]))}
         for kind, v in got.items()}}
@@ -242,6 +270,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-equal-answers", action="store_true",
                    help="at n other than 1.3 million, skip the extra radius and polygon queries scaled to answers "
                         "as large as at 1.3 million (reported under equal_answers beside the fixed-size ones)")
+    p.add_argument("--no-prewarm", action="store_true",
+                   help="after the REINDEX phase, leave the table out of the buffer cache instead of reading it "
+                        "in as a load does (atlas_db.bulk.prewarm): the queries then read their pages on first touch")
+    p.add_argument("--cold", type=int, default=0, metavar="N",
+                   help="before that prewarm, time N queries of each kind at other places with the table out of "
+                        "the buffer cache (reported under cold_buffers, beside the judged ones)")
     p.add_argument("--skip-optional", action="store_true",
                    help="skip the phases without goals (age table, second run and its queries); the judged "
                         "ones (load, re-run, index build, queries) still run")
@@ -300,12 +334,44 @@ def main(argv=None) -> int:
             ("craters_with_indexes", "pg_total_relation_size('craters')"),
             ("ix_craters_geom", "pg_relation_size('ix_craters_geom')"))}
     print("[bench] index build (REINDEX): " + ", ".join(f"{k} {v:.1f} s" for k, v in res["index_build_s"].items()))
+    res["load_prewarmed_mb"] = first.prewarmed_mb
+    with engine.connect() as conn:
+        res["server_settings"] = dict(conn.exec_driver_sql(
+            "SELECT name, current_setting(name) FROM unnest(ARRAY['shared_buffers', 'max_wal_size', "
+            "'shared_preload_libraries', 'effective_cache_size', 'work_mem']) AS name").fetchall())
+        res["server_settings"]["pg_prewarm_extension"] = bool(conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'pg_prewarm'").scalar())
+
+    # The REINDEX phase built new indexes outside the buffer cache and VACUUM read the table
+    # through a small ring: the state after a load, without the load's prewarm.
+    if args.cold:
+        rng_cold = np.random.default_rng(9)
+        clons, clats = random_points(rng_cold, args.cold)
+        cpolys = [random_polygon(rng_cold, lo, la, args.polygon_deg) for lo, la in zip(clons, clats)]
+        blocks: dict = {}
+        got = measure_queries(engine, atlas, clons, clats, cpolys, 0, radius_km=args.radius_km, blocks=blocks)
+        res["cold_buffers"] = {"blocks": blocks, **{kind: {**percentiles(v["client"]),
+                               "server": percentiles(np.asarray(v["server"]) / 1e3),
+                               "rows_returned_mean": float(np.mean(v["rows"]))} for kind, v in got.items()}}
+        print("[bench] cold buffer cache (other places, before the prewarm): " + ", ".join(
+            f"{kind} p50 {v['p50_ms']:.2f} p95 {v['p95_ms']:.2f} ms" for kind, v in res["cold_buffers"].items()
+            if kind != "blocks") + f"; {blocks['read_from_os'] / blocks['places']:.1f} blocks read from the OS a place")
+    if not args.no_prewarm:
+        with engine.connect() as conn:
+            cur = conn.connection.dbapi_connection.cursor()
+            t0 = time.perf_counter()
+            mb = prewarm(cur, "craters") / 2**20
+            res["prewarm"] = {"seconds": time.perf_counter() - t0, "mb": mb}
+        print(f"[bench] prewarm after REINDEX, as the load left it ({first.prewarmed_mb:.0f} MB): "
+              f"{mb:.0f} MB in {res['prewarm']['seconds']:.1f} s")
 
     rng = np.random.default_rng(7)
     lons, lats = random_points(rng, args.queries)
     polys = [random_polygon(rng, lo, la, args.polygon_deg) for lo, la in zip(lons, lats)]
     res["load_average"]["before_queries"] = load_average()
-    measured = measure_queries(engine, atlas, lons, lats, polys, args.check, radius_km=args.radius_km)
+    res["blocks"] = {}
+    measured = measure_queries(engine, atlas, lons, lats, polys, args.check, radius_km=args.radius_km,
+                               blocks=res["blocks"])
     res["load_average"]["after_queries"] = load_average()
     if args.n != ROBBINS_2018_SIZE and not args.no_equal_answers:
         equal_answers_phase(res, engine, atlas, args)
@@ -347,6 +413,9 @@ def main(argv=None) -> int:
     for label, kinds in res.get("two_runs", {}).items():
         print(f"  two runs loaded, {label}: " + ", ".join(
             f"{kind} p95 {v['p95_ms']:.2f} ms (server {v['server']['p95_ms']:.2f})" for kind, v in kinds.items()))
+    print(f"  blocks read from outside shared_buffers a place (3 timed queries + their EXPLAIN repeats): "
+          f"{res['blocks']['read_from_os'] / res['blocks']['places']:.1f} of {res['blocks']['fetched'] / res['blocks']['places']:.0f}; "
+          f"server settings {res['server_settings']}")
     print(f"  load average: {res['load_average']}")
     print(f"  load ratio(rate/goal) {res['ratios_to_goal']['load_rows_per_s']:.2f}")
     out = Path(args.out)

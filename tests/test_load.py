@@ -559,3 +559,64 @@ def test_load_leaves_planner_statistics(atlas_engine):
     L.load_atlas_frame(synthetic_atlas(300, run, seed=9), atlas_provenance(run), engine=atlas_engine)
     with atlas_engine.connect() as conn:
         assert conn.execute(stats).scalar() == 2
+
+
+def _blocks(conn) -> tuple[int, int]:
+    """Buffer-cache requests of this transaction on craters and its indexes: (fetched, hit)."""
+    return tuple(int(v) for v in conn.execute(text(
+        "SELECT sum(pg_stat_get_xact_blocks_fetched(c.oid)), sum(pg_stat_get_xact_blocks_hit(c.oid)) "
+        "FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid "
+        "WHERE c.oid = 'craters'::regclass OR i.indrelid = 'craters'::regclass")).one())
+
+
+def _relation_bytes(conn) -> dict[str, int]:
+    return dict(conn.execute(text(
+        "SELECT c.oid::regclass::text, pg_relation_size(c.oid) FROM pg_class c "
+        "LEFT JOIN pg_index i ON i.indexrelid = c.oid "
+        "WHERE c.oid = 'craters'::regclass OR i.indrelid = 'craters'::regclass")).fetchall())
+
+
+def test_load_leaves_the_table_it_changed_in_the_buffer_cache(atlas_engine):
+    """After a load, the craters table and its indexes are in shared_buffers (pg_prewarm, which
+    the test database has wherever the server ships it): a search reads no block from the OS."""
+    from atlas_db import queries as Q
+
+    run = _name("prewarm")
+    df = synthetic_atlas(2000, run, seed=11)
+    result = L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
+    with atlas_engine.connect() as conn:
+        if not conn.execute(text("SELECT count(*) FROM pg_extension WHERE extname = 'pg_prewarm'")).scalar():
+            assert result.prewarmed_mb == 0.0  # a server without contrib: the load skips the step
+            return
+        total = sum(_relation_bytes(conn).values())
+        budget = conn.execute(text("SELECT pg_size_bytes(current_setting('shared_buffers'))")).scalar() * B._PREWARM_SHARE
+        assert total <= budget  # the test database is small against any shared_buffers
+        assert result.prewarmed_mb == pytest.approx(total / 2**20)
+        fetched0, hit0 = _blocks(conn)
+        got = Q.craters_within(conn, float(df["lon"].iloc[0]), float(df["lat"].iloc[0]), 200.0, run=run)
+        assert len(got) > 0
+        fetched1, hit1 = _blocks(conn)
+        assert fetched1 > fetched0 and fetched1 - fetched0 == hit1 - hit0  # every block a buffer hit
+    again = L.load_atlas_frame(df, atlas_provenance(run), engine=atlas_engine)
+    assert again.prewarmed_mb == 0.0  # nothing changed, nothing to read in
+
+
+def test_prewarm_reads_the_spatial_index_first_within_its_budget(atlas_engine, monkeypatch):
+    run = _name("prewarm-budget")
+    L.load_atlas_frame(synthetic_atlas(500, run, seed=12), atlas_provenance(run), engine=atlas_engine)
+    with atlas_engine.connect() as conn:
+        if not conn.execute(text("SELECT count(*) FROM pg_extension WHERE extname = 'pg_prewarm'")).scalar():
+            pytest.skip("this server has no pg_prewarm (PostgreSQL contrib)")
+        sizes = _relation_bytes(conn)
+        shared = conn.execute(text("SELECT pg_size_bytes(current_setting('shared_buffers'))")).scalar()
+        cur = conn.connection.dbapi_connection.cursor()
+        # a budget that holds the GiST index and not the heap besides: the index alone is read
+        monkeypatch.setattr(B, "_PREWARM_SHARE", (sizes["ix_craters_geom"] + 1) / shared)
+        assert B.prewarm(cur, "craters") == sizes["ix_craters_geom"]
+        monkeypatch.setattr(B, "_PREWARM_SHARE", 0.0)
+        assert B.prewarm(cur, "craters") == 0
+        monkeypatch.setattr(B, "_PREWARM_SHARE", 0.5)
+        cur.execute("DROP EXTENSION pg_prewarm")  # inside this connection's transaction, rolled back below
+        assert B.prewarm(cur, "craters") == 0
+        conn.rollback()
+        assert conn.execute(text("SELECT count(*) FROM pg_extension WHERE extname = 'pg_prewarm'")).scalar() == 1
