@@ -11,10 +11,11 @@ cache, as a load leaves it). At each of ``--places`` random places it times, in 
   same binary COPY into the same client buffer (the wire, libpq and psycopg2; no search);
 - ``parse``: the client turning those bytes into the DataFrame.
 
-``floor`` = server + transfer + parse at each place: what the call would take with no other
-cost at all (no scheduling, no waiting), since any correct answer has to be searched, sent
-and decoded. With ``--against`` (a ``bench_atlas_db.py`` JSON, e.g. at 1.3 million) it
-prints the floor's p50 / p95 against 1.5x that JSON's radius p95.
+``floor`` = server + transfer + parse at each place: the work any call at that place has to
+do (search, send, decode), with no other cost. Its p50 is the typical floor; its p95 adds up
+three separately measured tails, so it is no bound (``server`` p95 alone is one). With
+``--against`` (a ``bench_atlas_db.py`` JSON, e.g. at 1.3 million) it prints the floor's p50
+and the server's p95 against 1.5x that JSON's radius p95.
 
     python benchmarks/bench_atlas_db.py --n 10000000 --skip-optional --keep --out ...
     python benchmarks/bench_atlas_answer_cost.py --radius-km 50 \\
@@ -114,10 +115,10 @@ def main(argv=None) -> int:
         res["against"] = {"file": Path(args.against).name, "n_craters": ref["n_craters"],
                           "radius_p95_ms": ref["radius"]["p95_ms"], "budget_ms": budget,
                           "floor_p50_over_budget": res["floor"]["p50_ms"] / budget,
-                          "floor_p95_over_budget": res["floor"]["p95_ms"] / budget}
+                          "server_p95_over_budget": res["server"]["p95_ms"] / budget}
         print(f"  budget 1.5 x {ref['radius']['p95_ms']:.2f} ms (radius p95 at {ref['n_craters']:,}) = {budget:.2f} ms: "
-              f"floor p50 {res['against']['floor_p50_over_budget']:.2f}x, p95 "
-              f"{res['against']['floor_p95_over_budget']:.2f}x of it")
+              f"floor p50 {res['against']['floor_p50_over_budget']:.2f}x, server p95 "
+              f"{res['against']['server_p95_over_budget']:.2f}x of it")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(f"[bench] wrote {args.out}")
