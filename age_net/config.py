@@ -134,6 +134,10 @@ def get_age_cfg_defaults() -> CN:
     # alpha: teacher = alpha * teacher + (1 - alpha) * student after every step (the first steps
     # use min(alpha, 1 - 1 / (step + 1)), as the original, so early teachers are not stale).
     cfg.MEAN_TEACHER.EMA_DECAY = 0.99
+    # alpha once the consistency ramp-up is over (Tarvainen & Valpola 2017 use 0.99 during the
+    # ramp-up, then 0.999: a teacher that averages over longer once the student has settled);
+    # 0 = EMA_DECAY throughout.
+    cfg.MEAN_TEACHER.EMA_DECAY_AFTER_RAMPUP = 0.0
     # Maximum weight of the consistency loss (MSE between student and teacher softmax outputs,
     # summed over classes and divided by the number of classes, averaged over the batch).
     cfg.MEAN_TEACHER.CONSISTENCY_WEIGHT = 10.0
@@ -192,6 +196,8 @@ def check_config(cfg: CN) -> None:
         raise ValueError(f"SOLVER.CLASS_BALANCE {cfg.SOLVER.CLASS_BALANCE!r}: use 'sampler', 'loss' or 'none'")
     if not 0.0 < cfg.DATA.LABEL_FRACTION <= 1.0:
         raise ValueError(f"DATA.LABEL_FRACTION {cfg.DATA.LABEL_FRACTION}: must be in (0, 1]")
+    if not (cfg.MEAN_TEACHER.EMA_DECAY_AFTER_RAMPUP == 0.0 or 0.0 < cfg.MEAN_TEACHER.EMA_DECAY_AFTER_RAMPUP < 1.0):
+        raise ValueError("MEAN_TEACHER.EMA_DECAY_AFTER_RAMPUP must be 0 (= EMA_DECAY) or in (0, 1)")
     if not 0.0 <= cfg.MEAN_TEACHER.UNLABELLED_FRACTION < 1.0:
         raise ValueError("MEAN_TEACHER.UNLABELLED_FRACTION must be in [0, 1)")
     if cfg.DATA.VAL_FRACTION + cfg.DATA.TEST_FRACTION >= 1.0:

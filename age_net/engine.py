@@ -288,6 +288,11 @@ class AgeTrainer:
         mt = self.cfg.MEAN_TEACHER
         return mt.CONSISTENCY_WEIGHT * sigmoid_rampup(it, mt.RAMPUP_ITERS)
 
+    def ema_decay(self, it: int) -> float:
+        mt = self.cfg.MEAN_TEACHER
+        after = float(mt.get("EMA_DECAY_AFTER_RAMPUP", 0.0))
+        return after if after > 0 and it >= mt.RAMPUP_ITERS else float(mt.EMA_DECAY)
+
     # ------------------------------------------------------------------ steps
     def step(self) -> dict:
         """One optimisation step; returns its losses."""
@@ -328,7 +333,7 @@ class AgeTrainer:
         loss.backward()
         self.optimizer.step()
         if self.mean_teacher:
-            ema_update(self.teacher, self.model, self.cfg.MEAN_TEACHER.EMA_DECAY, self.iteration)
+            ema_update(self.teacher, self.model, self.ema_decay(self.iteration), self.iteration)
         self.iteration += 1
         return {k: float(v.detach()) for k, v in losses.items()}
 

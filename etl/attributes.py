@@ -17,7 +17,7 @@ Four groups, each a set of named float64 columns with units:
   Gaussian of length sigma (topographic diffusion, as Fassett & Thomson 2014 date craters
   by kappa t), with the fresh amplitude and, separately, a free one. Given the DEM's own pixels
   (:func:`etl.crops.native_windows`), sigma is also fitted there (``native_*``): the fresh profile
-  rendered at the source pixel centres, blurred on that grid, with a quadratic surroundings
+  rendered at the source pixel centres, blurred on that grid, with a quartic surroundings
   surface, least squares over every pixel (Huber-reweighted once), with no resampling between the
   DEM and the fit (the crops' bilinear resampling blurs by about 0.4 source pixels, as much as a
   young crater's sigma at 100 m/px).
@@ -51,8 +51,8 @@ __all__ = ["ATTRIBUTE_DEFINITIONS_VERSION", "AttributeSchema", "AttributeSchemaE
 
 #: Bump when the meaning of an existing attribute changes (the hash only sees names and units).
 # 2: neighbours masked, quadratic surroundings, diffusion fit; 3: the diffusion length also fitted on the
-# DEM's native pixels (native_*), no crop resampling in between
-ATTRIBUTE_DEFINITIONS_VERSION = 3
+# DEM's native pixels (native_*), no crop resampling in between; 4: that fit's surroundings a quartic
+ATTRIBUTE_DEFINITIONS_VERSION = 4
 
 #: Simple-to-complex transition diameter on the Moon, km (Pike 1977; the default of
 #: crater_shape_km, which owns the formulas on either side of it).
@@ -352,16 +352,20 @@ _NATIVE_UNITS = {
 }
 # Native-grid fit: pixels out to this many radii (the window's reach), at least this share of them
 # finite and unmasked; one reweighting pass with Huber weights at this many robust sigmas (pixels of
-# craters the table does not list, or terrain the quadratic does not follow, count less).
+# craters the table does not list, or terrain the surface does not follow, count less); the surroundings
+# a polynomial of this order. Order 4 rather than 2: craters on the edge of a mare basin sit on a
+# smoothstep wall no quadratic follows (8-NN vote on the fitted sigma, seed-0 world, leave-one-out:
+# order 2 0.927, 3 0.925, 4 0.941, 5 0.942, 6 0.942; median error of log sigma 0.0215 -> 0.0183).
 _NATIVE_FIT_TO = 2.5
 _NATIVE_MIN_COVER = 0.5
 _NATIVE_HUBER = 1.5
+_NATIVE_BACKGROUND_ORDER = 4
 
 
 def _native_diffusion_fit(win: NativeWindow, diameter_km: float, keep: np.ndarray | None) -> dict[str, float]:
     """The diffusion length sigma fitted on the DEM's own pixels: the fresh Pike profile of this
     diameter, evaluated at the pixel centres (the crater's own, round, local offsets) and blurred by
-    a Gaussian of sigma on that grid, plus a quadratic surroundings surface (its plane inside the
+    a Gaussian of sigma on that grid, plus a quartic surroundings surface (its plane inside the
     rim, which the impact excavated), least squares over every pixel out to 2.5 radii (a pixel
     counts once, wherever it lies; no rings, no resampling). The fresh amplitude is fixed (sigma
     alone sets both the shape and the lost depth), then refitted with Huber weights; a free
@@ -391,8 +395,11 @@ def _native_diffusion_fit(win: NativeWindow, diameter_km: float, keep: np.ndarra
     e = np.clip((_EXCAVATED[1] - x) / (_EXCAVATED[1] - _EXCAVATED[0]), 0.0, 1.0)
     outside = 1.0 - e * e * (3.0 - 2.0 * e)
     u, v = win.x_m / radius_m, win.y_m / radius_m
-    design = np.column_stack([np.ones(sel.sum()), u[sel], v[sel], (outside * u * u)[sel], (outside * u * v)[sel],
-                              (outside * v * v)[sel]])
+    # The surroundings: a polynomial in (u, v) of _NATIVE_BACKGROUND_ORDER, its terms above the first
+    # faded out inside the rim (the plane is the excavated floor's reference).
+    terms = [np.ones_like(u), u, v] + [outside * u ** (n - k) * v ** k
+                                       for n in range(2, _NATIVE_BACKGROUND_ORDER + 1) for k in range(n + 1)]
+    design = np.column_stack([t[sel] for t in terms])
     h = win.values[sel].astype(float)
     templates = np.empty((len(_FIT_SIGMA_REL), h.size))
     for k, s_rel in enumerate(_FIT_SIGMA_REL):
@@ -591,13 +598,13 @@ class _NeighbourMasks:
                 & (dist + self.half_diagonal_m[i] > _HOST_KEEP_RADII * rj_m))
         if not use.any() and not host.any():
             return None
-        return x, y, reach, use, host, rj_m
+        return x, y, reach, use, host, rj_m, near
 
     def __call__(self, i: int) -> np.ndarray | None:
         parts = self._neighbours(i)
         if parts is None:
             return None
-        x, y, reach, use, host, rj_m = parts
+        x, y, reach, use, host, rj_m, _ = parts
         rings = self.rings
         px = float(self.crops.pixel_size_m[i])
         return self._keep(rings.dx, rings.dy, x[use] / px, y[use] / px, reach[use] / px,
@@ -618,7 +625,7 @@ class _NeighbourMasks:
         parts = self._neighbours(i)
         if parts is None:
             return None
-        x, y, reach, use, host, rj_m = parts
+        x, y, reach, use, host, rj_m, _ = parts
         return self._keep(x_m, y_m, x[use], y[use], reach[use], x[host], y[host], rj_m[host] * 1.0)
 
 

@@ -80,6 +80,21 @@ def test_ema_update_matches_its_formula():
     assert ema_update(teacher, student, decay=0.99, step=3) == pytest.approx(0.75)
 
 
+def test_ema_decay_rises_after_the_rampup_when_asked():
+    from types import SimpleNamespace
+
+    from age_net.config import get_age_cfg
+    from age_net.engine import AgeTrainer
+
+    cfg = get_age_cfg(None, ["MEAN_TEACHER.RAMPUP_ITERS", "100", "MEAN_TEACHER.EMA_DECAY_AFTER_RAMPUP", "0.999"])
+    trainer = SimpleNamespace(cfg=cfg)
+    assert AgeTrainer.ema_decay(trainer, 99) == 0.99 and AgeTrainer.ema_decay(trainer, 100) == 0.999
+    cfg = get_age_cfg(None, ["MEAN_TEACHER.RAMPUP_ITERS", "100"])  # default: one decay throughout
+    assert AgeTrainer.ema_decay(SimpleNamespace(cfg=cfg), 5000) == 0.99
+    with pytest.raises(ValueError, match="EMA_DECAY_AFTER_RAMPUP"):
+        get_age_cfg(None, ["MEAN_TEACHER.EMA_DECAY_AFTER_RAMPUP", "1.5"])
+
+
 def test_sigmoid_rampup_and_consistency_loss():
     assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
     assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-5 * 0.25))
