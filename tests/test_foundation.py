@@ -1,11 +1,14 @@
 """The ground floor: packages import, detectron2 works on CPU, PostGIS answers, the CLI helps."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_etl_stays_light():
@@ -54,6 +57,32 @@ def test_postgis_answers_over_a_real_connection(database_url):
         version = conn.execute(text("SELECT postgis_full_version()")).scalar()
     engine.dispose()
     assert version.startswith("POSTGIS=")
+
+
+def test_make_db_leaves_a_database_url_servers_settings_alone(database_url):
+    """``make db`` sizes only the local cluster it manages (tools/db.sh): on a server named by
+    DATABASE_URL it prints what it would set and changes nothing, neither live settings nor
+    the configuration files (ALTER SYSTEM)."""
+    from sqlalchemy import text
+
+    from atlas_db.engine import get_engine
+
+    engine = get_engine(database_url)
+    query = text("SELECT name, setting FROM pg_settings WHERE name IN "
+                 "('shared_buffers', 'max_wal_size', 'shared_preload_libraries') UNION ALL "
+                 "SELECT 'file:' || name, setting FROM pg_file_settings ORDER BY 1")
+
+    def settings():
+        with engine.connect() as conn:
+            return conn.execute(query).fetchall()
+
+    before = settings()
+    env = {**os.environ, "DATABASE_URL": database_url, "PY": sys.executable, "PG_SHARED_BUFFERS": "1234MB"}
+    out = subprocess.run(["bash", "tools/db.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "left to its administrator" in out.stdout and "shared_buffers = 1234MB" in out.stdout
+    assert settings() == before
+    engine.dispose()
 
 
 def test_missing_database_is_an_error_not_a_skip():
