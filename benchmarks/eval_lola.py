@@ -23,9 +23,9 @@ Steps (each skipped when its output exists in --work):
    without it ("test_unscaled") divide the atlas's diameters by the scale (the merge saw the
    scaled boxes). JSON to --out.
 5. the same scores with the symmetric completeness boundary (``etl.evaluation``, boundary
-   "symmetric": an unmatched detection is a false positive only when no crater under the limit
-   could match it under the rule), its own threshold chosen on val the same way, under
-   "symmetric_boundary" in the JSON; the keys above keep the "detected" boundary.
+   "symmetric": an unmatched detection is a false positive only from 1.25 x the limit, 25 km), its
+   own threshold chosen on val the same way, under "symmetric_boundary" in the JSON; the keys above
+   keep the "detected" boundary.
 
 --tta VIEWS: test-time augmentation of every atlas tile (``detectron2_rfcn.tta``; default: the
 config's TEST.CRATER_TTA.TRANSFORMS), e.g. --tta hflip,vflip,rot90.

@@ -12,12 +12,16 @@ The completeness boundary (``boundary``): a reference crater counts by its catal
 (>= the limit) and may be found by a detection of any size the rule accepts, so a 21 km crater
 detected as 18 km is a hit. ``"detected"`` (the default) counts an unmatched detection as a false
 positive whenever its own measured diameter is >= the limit, so an 18 km crater (uncatalogued)
-measured as 21 km is a false positive: the boundary is not symmetric. ``"symmetric"`` applies the
-rule's own diameter tolerance on the detection side too: an unmatched detection is a false
-positive only when every crater it could match under the rule is >= the limit, i.e. its diameter
-is >= limit x the rule's ``max_diameter_ratio`` (strict 25 km, project 30 km, DeepMoon 40 km for
-a 20 km limit); below that it is unlabelled, like the small craters it may be. Matched
-detections count the same under both.
+measured as 21 km is a false positive: the boundary is not symmetric. ``"symmetric"`` gives the
+detection side a diameter tolerance too: an unmatched detection is a false positive only when its
+diameter is >= limit x ``boundary_ratio`` (``SYMMETRIC_BOUNDARY_RATIO``, 1.25: the strict rule's
+diameter tolerance; 25 km for a 20 km limit), never more than the scoring rule's own
+``max_diameter_ratio``; below that it may be a crater under the limit measured a little large, and
+is unlabelled like one. Under the strict rule this is exactly the rule's symmetry; the looser
+rules' own tolerances (project 1.5x, DeepMoon 2x) would exempt 30 or 40 km detections, and on LOLA
+the unmatched 30-40 km detections are not crater-shaped (``benchmarks/lola_fp_anatomy.py``: their
+depth profile is shallower than matched craters'; unmatched 20-25 km ones are as deep as matched
+ones). Matched detections count the same under both.
 Errors are relative to the reference crater's diameter: centre distance / D_ref and
 (D_atlas - D_ref) / D_ref (signed: positive = the atlas measures craters too large).
 """
@@ -28,10 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from etl.matching import RULES, MatchRule, match_one_to_one
+from etl.matching import RULES, STRICT_RULE, MatchRule, match_one_to_one
 from etl.moon import MOON_RADIUS_KM, great_circle_distance_m
 
-__all__ = ["BOUNDARIES", "Region", "evaluate_atlas", "unlabelled_below_km", "cumulative_sfd", "plot_sfd",
+__all__ = ["BOUNDARIES", "SYMMETRIC_BOUNDARY_RATIO", "Region", "evaluate_atlas", "unlabelled_below_km", "cumulative_sfd", "plot_sfd",
            "default_bins_km"]
 
 
@@ -77,15 +81,20 @@ def _scores(frame: pd.DataFrame) -> np.ndarray:
 
 #: How an unmatched detection near the completeness limit counts (module docstring).
 BOUNDARIES = ("detected", "symmetric")
+#: The symmetric boundary's diameter tolerance: the strict rule's (module docstring).
+SYMMETRIC_BOUNDARY_RATIO: float = STRICT_RULE.max_diameter_ratio
 
 
-def unlabelled_below_km(min_diameter_km: float, rule: MatchRule, boundary: str = "detected") -> float:
+def unlabelled_below_km(min_diameter_km: float, rule: MatchRule, boundary: str = "detected",
+                        boundary_ratio: float = SYMMETRIC_BOUNDARY_RATIO) -> float:
     """Unmatched detections smaller than this (km) are unlabelled, not false positives: the
-    limit itself (``"detected"``), or the largest diameter that could still match a crater under
-    the limit (``"symmetric"``: limit x the rule's diameter ratio)."""
+    limit itself (``"detected"``), or limit x ``boundary_ratio`` capped at the rule's own
+    diameter ratio (``"symmetric"``)."""
     if boundary not in BOUNDARIES:
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
-    return float(min_diameter_km) * (rule.max_diameter_ratio if boundary == "symmetric" else 1.0)
+    if boundary == "detected":
+        return float(min_diameter_km)
+    return float(min_diameter_km) * min(float(boundary_ratio), rule.max_diameter_ratio)
 
 
 def _rule_metrics(atlas: pd.DataFrame, reference: pd.DataFrame, rule: MatchRule, *, counted_ref: np.ndarray,

@@ -32,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="completeness limit of the reference, km (Head 2010: 20)")
     p.add_argument("--boundary", choices=["detected", "symmetric"], default="detected",
                    help="an unmatched atlas crater near --min-diameter-km: 'detected' counts it as a false positive "
-                        "when its own diameter is >= the limit; 'symmetric' only when no crater under the limit "
-                        "could match it under the rule (diameter >= limit x the rule's diameter ratio), as a "
-                        "reference crater >= the limit may be matched by a detection under it (etl.evaluation)")
+                        "when its own diameter is >= the limit; 'symmetric' only from 1.25 x the limit (the strict "
+                        "rule's diameter tolerance: under it, it may be a crater under the limit measured a little "
+                        "large), as a reference crater >= the limit may be matched by a detection under it "
+                        "(etl.evaluation)")
     p.add_argument("--score-threshold", type=float, default=None,
                    help="score only atlas craters scoring at least this (default: all in the file)")
     p.add_argument("--rules", nargs="+", default=["project", "deepmoon"],
