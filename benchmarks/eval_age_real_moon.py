@@ -13,8 +13,12 @@ trained on, labelled or not; those in blocks without any Head crater are left ou
 and hence every trial's split, are the same with and without the atlas. Run twice: crater-material
 units off (the honest result: near a crater they *are* its label) and on (to show the leak);
 ``--materials off`` runs only the first.
-Reports accuracy, macro-F1 and ECE (mean and std over trials) and accuracy by diameter bin;
-writes JSON.
+``--context`` adds relative-age evidence that no crater's own label or map units give
+(:mod:`etl.superposition`: superposed catalogue craters and crater densities, the ejecta of dated
+basins, wide-field albedo rays), computed on the whole Head 2010 table (every crater, labelled or not).
+Reports accuracy, macro-F1 and ECE (mean and std over trials; val accuracy and macro-F1 too, for
+choosing settings), per-class recall (mean over trials), the confusion matrix summed over trials
+and accuracy by diameter bin; writes JSON.
 
 Inputs (skipped with a message when absent): ``--lola DIR`` as written by
 ``deepcraters lunar-rasters ... --ages ... --catalogue ...`` (dem.tif, dom.tif,
@@ -22,6 +26,7 @@ ages_west.parquet) and ``--label-points`` (../shared/data/geology/usgs2013_unit_
 
     python benchmarks/eval_age_real_moon.py --lola ../lola
     python benchmarks/eval_age_real_moon.py --lola ../lola --atlas west_atlas.gpkg --out ...   # + atlas craters
+    python benchmarks/eval_age_real_moon.py --lola ../lola --materials off --context all --out ...
 """
 from __future__ import annotations
 
@@ -135,6 +140,7 @@ def atlas_unlabelled(atlas_path: Path, table, *, block_deg: float, min_score: fl
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    context = context_parts(args.context)
     needed = [args.lola / "dem.tif", args.lola / "dom.tif", args.lola / "ages_west.parquet", args.label_points]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
@@ -145,7 +151,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from age_net.config import get_age_cfg
-    from age_net.engine import crater_set_from_sources, run_trials
+    from age_net.engine import _mean_std, crater_set_from_sources, run_trials
     from etl.geology import UnitLabelPoints
 
     table = pd.read_parquet(args.lola / "ages_west.parquet")
@@ -154,7 +160,6 @@ def main(argv=None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     table[["lon", "lat", "diameter_km", "age_class"]].to_csv(catalogue, index=False)
     units = UnitLabelPoints.from_csv(args.label_points)
-    context = context_parts(args.context)
     if context:
         from etl.superposition import LUNAR_BASINS, CraterContext
 
@@ -198,6 +203,7 @@ def main(argv=None) -> int:
             "model": summary["model"], "attributes": int(cs.attributes.shape[1]),
             "schema": cs.schema.version, "test": summary["test"], "accuracy_by_diameter": by_bin,
             "recall_mean": recall, "confusion_summed": confusion,
+            "val": {k: _mean_std([t["val"][k] for t in summary["trials"]]) for k in ("accuracy", "macro_f1")},
             "per_trial": [{k: t[k] for k in ("seed", "n_train", "n_unlabelled", "temperature")}
                           | {"n_test": t["test"]["n"], "recall": t["test"]["recall"]} for t in summary["trials"]],
             "seconds": time.perf_counter() - t0,

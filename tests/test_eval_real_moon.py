@@ -33,3 +33,14 @@ def test_atlas_craters_that_match_no_head_crater_in_known_blocks_are_added(tmp_p
     assert added[["lon", "lat", "diameter_km"]].values.tolist() == [[-12.0, 8.0, 15.0]]
     assert counts == {"atlas": 6, "west_above_score": 4, "matching_head2010": 2, "outside_head2010_blocks": 1,
                       "added": 1, "added_below_20_km": 1}
+
+
+def test_context_parts_parse_all_none_and_refuse_unknown():
+    import pytest
+
+    module = _script()
+    assert module.context_parts("none") == set()
+    assert module.context_parts("all") == {"superposition", "basins", "rays"}
+    assert module.context_parts("basins, rays") == {"basins", "rays"}
+    with pytest.raises(SystemExit, match="unknown"):
+        module.context_parts("superposition,moon")
