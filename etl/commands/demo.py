@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training iterations, the learning rate dropped at 75 %% and 90 %% of them; None = the "
                         "config's own schedule (~0.30 s per iteration on 2 idle cores with the default config)")
     p.add_argument("--tile-size", type=int, default=256, help="tile side, px")
-    p.add_argument("--age-iters", type=int, default=300,
-                   help="age-network training steps of 64 crops (~0.15 s each on 2 idle cores)")
+    p.add_argument("--age-iters", type=int, default=None,
+                   help="age-network training steps; None = the age config's own schedule "
+                        "(configs/age_net/agenet_attr_sigma_cpu.yaml: 1,500 steps of 512 craters' attributes)")
     add_db_option(p)
     p.add_argument("--no-db", action="store_true", help="stop after writing the atlas and the ages")
     p.add_argument("--fresh", action="store_true", help="redo every step")
@@ -156,7 +157,8 @@ def _main(argv: list[str] | None) -> int:
     else:
         _done(t0, f"reusing {atlas_path}")
 
-    t0 = _step(f"6/7 crater ages: train the age network ({args.age_iters} steps) on the world's dated craters, "
+    age_steps = "its config's schedule" if args.age_iters is None else f"{args.age_iters} steps"
+    t0 = _step(f"6/7 crater ages: train the age network ({age_steps}) on the world's dated craters, "
                "date the atlas")
     from etl.commands import demo_ages
 

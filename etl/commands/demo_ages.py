@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-AGE_CONFIG = REPO_ROOT / "configs" / "age_net" / "agenet_R18_S32_cpu.yaml"
+AGE_CONFIG = REPO_ROOT / "configs" / "age_net" / "agenet_attr_sigma_cpu.yaml"
 #: Colours of the age classes on maps, oldest (dark) to youngest (bright), by code.
 CLASS_COLOURS = {"pNc": "#542788", "Nc": "#2166ac", "Ic": "#1a9850", "Ec": "#fdae61", "Cc": "#f7f7f7"}
 
 
-def train_age_net(world_dir: Path, model_dir: Path, iters: int, fresh: bool) -> Path:
+def train_age_net(world_dir: Path, model_dir: Path, iters: int | None, fresh: bool) -> Path:
     """``python -m age_net.engine`` (what tools/train_age_net.py runs) on the world's catalogue, one
     trial, spatially held-out val/test blocks; returns the model file."""
     model = model_dir / "trial0" / "model_final.pth"
@@ -28,7 +28,9 @@ def train_age_net(world_dir: Path, model_dir: Path, iters: int, fresh: bool) -> 
         print(f"   {model} was made with older attribute definitions: training again")
         fresh = True
     argv = [sys.executable, "-m", "age_net.engine", "--config-file", str(AGE_CONFIG), "--world", str(world_dir),
-            "OUTPUT_DIR", str(model_dir), "SOLVER.MAX_ITER", str(iters), "TRIALS", "1"]
+            "OUTPUT_DIR", str(model_dir), "TRIALS", "1"]
+    if iters is not None:
+        argv += ["SOLVER.MAX_ITER", str(iters)]
     if fresh and (model_dir / "summary.json").exists():
         (model_dir / "summary.json").unlink()
     if subprocess.run(argv).returncode != 0:
