@@ -54,8 +54,10 @@ class Basin:
 #: and main-rim diameters as the Head et al. (2010) catalogue lists them (its largest entries), so that they
 #: are measured on the same scale as the craters; a basin of that catalogue of uncertain identity or age is
 #: left out rather than guessed. East of 0, the Imbrian and Nectarian basins whose ejecta reach a dated
-#: surface, with centres and main-rim diameters rounded from Wilhelms (1987) (to a degree and ~10 %: a
-#: basin's ejecta span hundreds of kilometres); the eastern pre-Nectarian basins are not listed.
+#: surface, with approximate centres and main-rim diameters after Wilhelms (1987) (to a degree and ~10 %,
+#: not yet checked line by line against his table: a basin's ejecta span hundreds of kilometres, and
+#: only their reach into the western hemisphere is used today); the eastern pre-Nectarian basins are
+#: not listed.
 LUNAR_BASINS: tuple[Basin, ...] = (
     Basin("Orientale", -94.55658, -19.73452, 928.47, AgeClass.IMBRIAN),
     Basin("Imbrium", -17.40677, 33.46348, 1113.84, AgeClass.IMBRIAN),
