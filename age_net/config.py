@@ -13,7 +13,8 @@ from fvcore.common.config import CfgNode as CN
 
 from etl.provenance import config_hash  # the project's one rule, re-exported for callers
 
-__all__ = ["CN", "attribute_size_px", "config_hash", "get_age_cfg", "get_age_cfg_defaults", "resolve_device"]
+__all__ = ["CN", "CONTEXT_PARTS", "attribute_size_px", "config_hash", "context_parts", "get_age_cfg",
+           "get_age_cfg_defaults", "resolve_device"]
 
 
 def attribute_size_px(cfg) -> int:
@@ -91,6 +92,18 @@ def get_age_cfg_defaults() -> CN:
     # set's attribute names, in the set's order; empty = all. The model's schema is the selection's,
     # so prediction applies the same selection and still refuses another schema.
     cfg.ATTRIBUTES.USE = []
+    # Relative-age evidence that neither the crater's label nor the map units inside its rim give
+    # (etl.superposition), added to the stratigraphy: any of "superposition" (catalogue craters on the
+    # crater's floor, ejecta and rim, larger craters it sits on, crater densities; needs the crater
+    # table: the craters dated, or a reference catalogue), "basins" (distance to the Moon's dated
+    # multi-ring basins, on their ejecta; real-Moon basins, so not for synthetic worlds), "rays"
+    # (wide-field albedo: bright halos and radial streaks; needs an albedo raster, by default the
+    # DOM); comma-separated ("superposition,rays"), "all" = the three, "none" = none. Columns
+    # strat_sup_*, strat_basin_*, strat_ray_*: the model's attribute schema records them, and
+    # prediction measures the parts of the model's own config.
+    cfg.ATTRIBUTES.CONTEXT = "none"
+    # Completeness limit of the crater table for the superposition's densities, km (Head 2010: 20).
+    cfg.ATTRIBUTES.CONTEXT_MIN_DIAMETER_KM = 20.0
 
     # ---------------------------------------------------------------- data split
     cfg.DATA = CN()
@@ -185,8 +198,32 @@ def get_age_cfg(config_file: str | None = None, opts: Sequence[str] | None = Non
     return resolve_device(cfg)
 
 
+#: The parts of ATTRIBUTES.CONTEXT (etl.superposition.CraterContext), in the order of their columns.
+CONTEXT_PARTS = ("superposition", "basins", "rays")
+
+
+def context_parts(cfg_or_parts) -> tuple[str, ...]:
+    """ATTRIBUTES.CONTEXT of a config (or a list / comma-separated string of parts) -> the parts in
+    :data:`CONTEXT_PARTS` order; "all" = every part, "none" / empty = none. Configs and checkpoints
+    made before the key: none. Raises ValueError on an unknown part."""
+    spec = cfg_or_parts
+    if isinstance(spec, CN):
+        spec = spec.ATTRIBUTES.get("CONTEXT", "none")
+    if isinstance(spec, str):
+        spec = spec.split(",")
+    parts = {str(p).strip().lower() for p in spec or []} - {"", "none"}
+    if "all" in parts:
+        parts = (parts - {"all"}) | set(CONTEXT_PARTS)
+    unknown = sorted(parts - set(CONTEXT_PARTS))
+    if unknown:
+        raise ValueError(f"ATTRIBUTES.CONTEXT: unknown part(s) {unknown}; choose from {list(CONTEXT_PARTS)}, "
+                         "'all' or none")
+    return tuple(p for p in CONTEXT_PARTS if p in parts)
+
+
 def check_config(cfg: CN) -> None:
     """Reject values the code cannot honour, saying which key to change."""
+    context_parts(cfg)
     if cfg.MODEL.MODE not in ("both", "image", "attributes"):
         raise ValueError(f"MODEL.MODE {cfg.MODEL.MODE!r}: use 'both', 'image' or 'attributes'")
     bad = [c for c in cfg.MODEL.IMAGE_CHANNELS if c not in ("dom", "dem")]

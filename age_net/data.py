@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from etl.age_classes import AgeClass
 
 __all__ = ["AgeCropDataset", "CraterSet", "InputStats", "attribute_matrix", "augment", "build_crater_set",
-           "encode_labels", "fit_input_stats", "image_array", "unit_source"]
+           "context_source", "encode_labels", "fit_input_stats", "image_array", "unit_source"]
 
 #: Standardised attributes are clipped to +-this many standard deviations (a wild value from a
 #: degenerate crop must not dominate the MLP).
@@ -200,6 +200,46 @@ def unit_source(spec):
     if path.suffix.lower() == ".csv":
         return UnitLabelPoints.from_csv(path)
     raise ValueError(f"{spec}: units must be a synthetic world directory, a units GeoTIFF or a label-points CSV")
+
+
+def context_source(units, parts, *, albedo=None, reference=None, min_diameter_km: float = 20.0,
+                   assume_crs=None):
+    """``units`` (a :class:`etl.geology.UnitSource`, a :func:`unit_source` value, or None) plus the
+    relative-age evidence ``parts`` of ``ATTRIBUTES.CONTEXT`` (:func:`age_net.config.context_parts`) as an
+    :class:`etl.superposition.CraterContext`; no parts: the unit source unchanged.
+
+    ``albedo``: the raster the "rays" part reads (the caller passes the DOM when no other is given);
+    ``reference``: a crater table (path or DataFrame with lon, lat, diameter_km) the "superposition"
+    part measures against besides the craters themselves (None: the craters alone). Raises ValueError
+    when a part's input is missing, naming the option that gives it."""
+    from age_net.config import context_parts
+
+    units = unit_source(units)
+    parts = context_parts(parts)
+    if not parts:
+        return units
+    from etl.superposition import LUNAR_BASINS, CraterContext
+
+    if "rays" in parts and not albedo:
+        raise ValueError("ATTRIBUTES.CONTEXT has 'rays': it needs an albedo raster (give --albedo, or --dom)")
+    if "rays" in parts and not Path(albedo).exists():
+        raise ValueError(f"ATTRIBUTES.CONTEXT 'rays': albedo raster {albedo}: no such file")
+    name = ""
+    if reference is not None and "superposition" in parts:
+        if isinstance(reference, (str, Path)):
+            name = Path(reference).name
+            from age_net.engine import _read_craters
+
+            reference = _read_craters(reference)
+        missing = {"lon", "lat", "diameter_km"} - set(reference.columns)
+        if missing:
+            raise ValueError(f"context crater table {name or ''}: no column(s) {sorted(missing)}")
+    else:
+        reference = None
+    return CraterContext(units, superposition="superposition" in parts,
+                         basins=LUNAR_BASINS if "basins" in parts else (),
+                         albedo=albedo if "rays" in parts else None, min_diameter_km=float(min_diameter_km),
+                         assume_crs=assume_crs, reference=reference, reference_name=name)
 
 
 # --------------------------------------------------------------------------- normalisation

@@ -572,15 +572,20 @@ def _read_craters(path: str | Path) -> "pd.DataFrame":
 
 
 def crater_set_from_sources(cfg, *, world=None, catalogue=None, dom=None, dem=None, units=None, unlabelled=None,
-                            assume_crs=None, cache_dir=None, progress: bool = True, log=print) -> CraterSet:
+                            assume_crs=None, cache_dir=None, albedo=None, context_craters=None,
+                            progress: bool = True, log=print) -> CraterSet:
     """Crops and attributes of a labelled catalogue (``age_class`` column) plus optional unlabelled
     craters (an atlas or table; label -1), from a synthetic world directory or explicit mosaics.
+    ``ATTRIBUTES.CONTEXT`` adds relative-age evidence (``age_net.data.context_source``): its rays
+    read ``albedo`` (default: the DOM), its superposition the crater set's own craters plus
+    ``context_craters`` (a crater table) when given.
     Cached as ``cache_dir/craters_<hash>.npz`` (the hash covers inputs and crop settings)."""
     import hashlib
 
     import pandas as pd
 
-    from age_net.data import build_crater_set, unit_source
+    from age_net.config import context_parts
+    from age_net.data import build_crater_set, context_source, unit_source
 
     if world is not None:
         world = Path(world)
@@ -592,6 +597,11 @@ def crater_set_from_sources(cfg, *, world=None, catalogue=None, dom=None, dem=No
         raise ValueError("give a synthetic world directory or a labelled catalogue")
     channels = set(cfg.MODEL.IMAGE_CHANNELS)
     units_key = units.describe() if hasattr(units, "describe") else str(units)
+    if context_parts(cfg):
+        units = context_source(unit_source(units), cfg, albedo=albedo or dom, reference=context_craters,
+                               min_diameter_km=cfg.ATTRIBUTES.CONTEXT_MIN_DIAMETER_KM, assume_crs=assume_crs)
+        inputs = [q for q in (albedo or dom, context_craters) if isinstance(q, (str, Path)) and str(q)]
+        units_key = [units.describe(), [str(q) for q in inputs], [Path(q).stat().st_mtime for q in inputs]]
     from etl.attributes import ATTRIBUTE_DEFINITIONS_VERSION
 
     # The attributes' definitions version is in the key: a cache made by older attribute code is not reused.
@@ -622,6 +632,17 @@ def crater_set_from_sources(cfg, *, world=None, catalogue=None, dom=None, dem=No
     return cs
 
 
+def add_context_options(parser) -> None:
+    """The inputs of ``ATTRIBUTES.CONTEXT`` (``--albedo``, ``--context-craters``), shared by training and
+    ``deepcraters ages``: the parts themselves come from the config (the model's, at prediction)."""
+    parser.add_argument("--albedo", default=None,
+                        help="albedo raster read by the 'rays' part of ATTRIBUTES.CONTEXT (default: the DOM)")
+    parser.add_argument("--context-craters", default=None, metavar="TABLE",
+                        help="crater table (lon, lat, diameter_km; catalogue or atlas) that the 'superposition' "
+                             "part of ATTRIBUTES.CONTEXT also measures each crater against (default: only the "
+                             "craters being measured); e.g. the training catalogue when dating an atlas")
+
+
 def build_parser():
     import argparse
 
@@ -632,7 +653,10 @@ def build_parser():
                     "cfg.TRIALS seeds; writes checkpoints, metrics.json, confusion and reliability PNGs and "
                     "summary.json (mean and std over trials) under OUTPUT_DIR.",
         epilog="example:\n  python tools/train_age_net.py --config-file configs/age_net/agenet_mt_R18_S32_cpu.yaml \\\n"
-               "      --world data/world OUTPUT_DIR output/age_mt DATA.LABEL_FRACTION 0.1 TRIALS 5",
+               "      --world data/world OUTPUT_DIR output/age_mt DATA.LABEL_FRACTION 0.1 TRIALS 5\n"
+               "with relative-age evidence (superposed craters, albedo rays; the model records it):\n"
+               "  python tools/train_age_net.py --config-file configs/age_net/agenet_attr_sigma_cpu.yaml \\\n"
+               "      --world data/world ATTRIBUTES.CONTEXT superposition,rays OUTPUT_DIR output/age_ctx",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, help="age-net YAML (configs/age_net/...)")
     p.add_argument("--world", default=None, help="synthetic world directory (catalogue.csv, dom.tif, dem.tif, "
@@ -646,6 +670,7 @@ def build_parser():
     p.add_argument("--test-world", default=None, help="a synthetic world the model never trains on: every "
                                                       "labelled crater is also evaluated there ('unseen')")
     p.add_argument("--assume-crs", default=None, help="lunar CRS for mosaics that lack one")
+    add_context_options(p)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR's checkpoints")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("opts", nargs="...", help="config overrides, KEY VALUE pairs")
@@ -663,9 +688,11 @@ def main(argv=None) -> int:
     progress = not args.quiet
     cs = crater_set_from_sources(cfg, world=args.world, catalogue=args.catalogue, dom=args.dom, dem=args.dem,
                                  units=args.units, unlabelled=args.unlabelled, assume_crs=args.assume_crs,
-                                 cache_dir=out, progress=progress)
+                                 cache_dir=out, albedo=args.albedo, context_craters=args.context_craters,
+                                 progress=progress)
     extra = {}
     if args.test_world:
+        # Another world: its own DOM is the albedo, its own catalogue the crater table.
         extra["unseen"] = crater_set_from_sources(cfg, world=args.test_world, cache_dir=out, progress=progress)
     summary = run_trials(cfg, cs, resume=args.resume, progress=progress, extra_test=extra)
     for part in ["test", *extra]:

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from age_net.config import CN, attribute_size_px, resolve_device
-from age_net.data import AgeCropDataset, CraterSet, InputStats, build_crater_set
+from age_net.config import CN, attribute_size_px, context_parts, resolve_device
+from age_net.data import AgeCropDataset, CraterSet, InputStats, build_crater_set, context_source
 from age_net.engine import CHECKPOINT_FORMAT
 from age_net.model import AgeNet
 
@@ -34,6 +34,31 @@ class LoadedAgeModel:
     @property
     def crater_material_units(self) -> bool:
         return bool(self.cfg.ATTRIBUTES.CRATER_MATERIAL_UNITS)
+
+    @property
+    def context(self) -> tuple[str, ...]:
+        """ATTRIBUTES.CONTEXT parts the model was trained with (checkpoints made before the key: none)."""
+        return context_parts(self.cfg)
+
+    def check_schema(self, cs: CraterSet) -> CraterSet:
+        """``cs`` with the model's attribute selection applied; raises ``AttributeSchemaError`` (naming the
+        ATTRIBUTES.CONTEXT parts when that is the difference) unless it has the model's schema."""
+        from etl.attributes import AttributeSchemaError
+
+        cs = cs.select_attributes(self.attribute_selection)
+        try:
+            self.schema.check_matches(cs.schema)
+        except AttributeSchemaError as exc:
+            prefixes = {"superposition": "strat_sup_", "basins": "strat_basin_", "rays": "strat_ray_"}
+            def parts(schema):
+                return [part for part, pre in prefixes.items() if any(n.startswith(pre) for n in schema.names)]
+
+            if parts(self.schema) != parts(cs.schema):
+                raise AttributeSchemaError(
+                    f"{exc}; the model reads the relative-age evidence {parts(self.schema) or 'none'} (its "
+                    f"ATTRIBUTES.CONTEXT), the crater set has {parts(cs.schema) or 'none'}") from None
+            raise
+        return cs
 
     @property
     def attribute_selection(self) -> list[str]:
@@ -68,8 +93,7 @@ def predict_crater_set(loaded: LoadedAgeModel, cs: CraterSet, idx=None) -> np.nd
     """Calibrated probabilities (n, 5) of craters ``idx`` (default: all) of ``cs``.
 
     Raises ``AttributeSchemaError`` when ``cs`` was measured with another attribute schema."""
-    cs = cs.select_attributes(loaded.attribute_selection)
-    loaded.schema.check_matches(cs.schema)
+    cs = loaded.check_schema(cs)
     idx = np.arange(len(cs)) if idx is None else np.asarray(idx)
     ds = AgeCropDataset(cs, loaded.stats, loaded.cfg, idx, augment=False)
     bs = int(loaded.cfg.SOLVER.EVAL_BATCH_SIZE)
@@ -82,11 +106,13 @@ def predict_crater_set(loaded: LoadedAgeModel, cs: CraterSet, idx=None) -> np.nd
 
 def write_atlas_ages(atlas_path: str | Path, model_path: str | Path, out_path: str | Path, *, dom_path=None,
                      dem_path=None, units=None, run_name: str | None = None, assume_crs=None, device: str = "auto",
-                     progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
+                     albedo=None, context_craters=None, progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """Ages of every measurable crater of an atlas file, written to ``out_path`` (ages contract).
 
-    Returns the table as written and one line per crater left out (not measurable: mosaic
-    edge, nodata), which the caller reports."""
+    A model trained with ``ATTRIBUTES.CONTEXT`` gets the same relative-age evidence: superposition on
+    the atlas's craters (plus ``context_craters``, a crater table, when given), rays on ``albedo``
+    (default: ``dom_path``). Returns the table as written and one line per crater left out (not
+    measurable: mosaic edge, nodata), which the caller reports."""
     from etl.contracts import ages_frame, read_atlas, write_ages
 
     loaded = load_age_model(model_path, device=device)
@@ -102,12 +128,14 @@ def write_atlas_ages(atlas_path: str | Path, model_path: str | Path, out_path: s
         written = write_ages(ages_frame([], np.zeros((0, 5))), out_path, _provenance(
             loaded, atlas_prov, model_path, out_path, run_name))
         return written, []
+    units = context_source(units, loaded.context, albedo=albedo or dom_path, reference=context_craters,
+                           min_diameter_km=cfg.ATTRIBUTES.get("CONTEXT_MIN_DIAMETER_KM", 20.0), assume_crs=assume_crs)
     cs = build_crater_set(craters, dom_path=dom_path, dem_path=dem_path, units=units, size_px=cfg.INPUT.SIZE_PX,
                           side_diameters=cfg.INPUT.SIDE_DIAMETERS,
                           crater_material_units=loaded.crater_material_units,
                           max_invalid_fraction=cfg.INPUT.MAX_INVALID_FRACTION, assume_crs=assume_crs,
                           label_column="", attribute_size_px=attribute_size_px(cfg), progress=progress)
-    loaded.schema.check_matches(cs.select_attributes(loaded.attribute_selection).schema)  # a clear error first
+    loaded.check_schema(cs)  # a clear error first
     idx = np.flatnonzero(cs.valid)
     probs = predict_crater_set(loaded, cs, idx)
     ages = ages_frame(craters["crater_id"].to_numpy()[idx], probs)

@@ -84,18 +84,14 @@ def accuracy_by_diameter(pred_csv: Path) -> dict:
     return out
 
 
-CONTEXT_PARTS = ("superposition", "basins", "rays")
-
-
 def context_parts(spec: str) -> set[str]:
-    """``--context`` -> the parts of :class:`etl.superposition.CraterContext` to use."""
-    parts = {p.strip() for p in str(spec).split(",") if p.strip()} - {"none"}
-    if "all" in parts:
-        parts = (parts - {"all"}) | set(CONTEXT_PARTS)
-    unknown = parts - set(CONTEXT_PARTS)
-    if unknown:
-        raise SystemExit(f"--context: unknown part(s) {sorted(unknown)}; choose from {CONTEXT_PARTS}, all, none")
-    return parts
+    """``--context`` -> the parts of ``ATTRIBUTES.CONTEXT`` (:func:`age_net.config.context_parts`) to use."""
+    from age_net.config import context_parts as parse
+
+    try:
+        return set(parse(str(spec)))
+    except ValueError as exc:
+        raise SystemExit(f"--context: {exc}") from None
 
 
 def atlas_unlabelled(atlas_path: Path, table, *, block_deg: float, min_score: float | None = None):
@@ -160,12 +156,10 @@ def main(argv=None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     table[["lon", "lat", "diameter_km", "age_class"]].to_csv(catalogue, index=False)
     units = UnitLabelPoints.from_csv(args.label_points)
-    if context:
-        from etl.superposition import LUNAR_BASINS, CraterContext
-
-        units = CraterContext(units, superposition="superposition" in context,
-                              basins=LUNAR_BASINS if "basins" in context else (),
-                              albedo=args.lola / "dom.tif" if "rays" in context else None)
+    # The evidence goes through the product's path (ATTRIBUTES.CONTEXT, age_net.data.context_source):
+    # superposition on every crater of the set, rays on the LOLA albedo (the DOM), as a trained model
+    # measures it again at prediction.
+    context_opts = ["ATTRIBUTES.CONTEXT", ",".join(sorted(context)) or "none"]
     results = {"what": "age net on the real Moon: Head 2010 west craters (USGS 2013 labels, consistent), LOLA "
                        "DEM + albedo crops, spatially disjoint test blocks", "block_deg": args.block_deg,
                "labelled": int((table["age_class"].fillna("") != "").sum()), "craters": len(table),
@@ -185,7 +179,8 @@ def main(argv=None) -> int:
         name = "crater_materials_" + ("on" if crater_materials else "off")
         opts = ["DATA.BLOCK_DEG", str(args.block_deg), "ATTRIBUTES.CRATER_MATERIAL_UNITS", str(crater_materials),
                 # Real craters of 20-300 km are kilometres deep: a 2 km scale keeps the DEM channel near unit range.
-                "INPUT.DEM_SCALE_M", "2000.0", "OUTPUT_DIR", str(args.work / (name + suffix))] + list(args.opts)
+                "INPUT.DEM_SCALE_M", "2000.0", "OUTPUT_DIR", str(args.work / (name + suffix))] + context_opts \
+            + list(args.opts)
         cfg = get_age_cfg(args.config_file, opts)
         t0 = time.perf_counter()
         cs = crater_set_from_sources(cfg, catalogue=catalogue, dom=args.lola / "dom.tif", dem=args.lola / "dem.tif",

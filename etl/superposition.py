@@ -251,7 +251,12 @@ class CraterContext(UnitSource):
     (:func:`superposition_attributes` on the crater table it is given), ``basins``
     (:func:`basin_attributes`; an empty tuple: none) and, with ``albedo`` (a DOM / albedo raster path),
     :func:`ray_attributes`. None of them reads crater-material units, so
-    ``crater_material_units`` only reaches the wrapped source."""
+    ``crater_material_units`` only reaches the wrapped source.
+
+    ``reference`` (a crater table: lon, lat, diameter_km; None: the craters given are the table): the
+    superposition of each crater is measured against these craters too (an atlas dated against the
+    catalogue its model was trained with). A reference crater that matches a given crater
+    (:data:`etl.matching.PROJECT_RULE`) is that crater, not a neighbour, and is left out."""
 
     units: UnitSource | None = None
     superposition: bool = True
@@ -259,11 +264,29 @@ class CraterContext(UnitSource):
     albedo: str | Path | None = None
     min_diameter_km: float = 20.0
     assume_crs: object = field(default=None, repr=False)
+    reference: pd.DataFrame | None = field(default=None, repr=False)
+    reference_name: str = ""     # how describe() names the reference table (cache keys, provenance)
 
     def describe(self) -> str:
         inner = self.units.describe() if self.units is not None else "no units"
-        return (f"CraterContext({inner}; superposition={self.superposition} (>= {self.min_diameter_km:g} km), "
+        ref = ""
+        if self.reference is not None:
+            ref = f" against {self.reference_name or 'a table'} ({len(self.reference)} craters)"
+        return (f"CraterContext({inner}; superposition={self.superposition} (>= {self.min_diameter_km:g} km){ref}, "
                 f"basins={[b.name for b in self.basins]}, albedo={Path(self.albedo).name if self.albedo else None})")
+
+    def _superposition(self, craters: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+        if self.reference is None or len(self.reference) == 0:
+            return superposition_attributes(craters, min_diameter_km=self.min_diameter_km)
+        from etl.matching import has_match
+
+        ref = self.reference[["lon", "lat", "diameter_km"]]
+        same = has_match(ref["lon"], ref["lat"], ref["diameter_km"], craters["lon"], craters["lat"],
+                         craters["diameter_km"])
+        table = pd.concat([craters[["lon", "lat", "diameter_km"]].reset_index(drop=True),
+                           ref[~same].reset_index(drop=True)], ignore_index=True)
+        frame, units = superposition_attributes(table, min_diameter_km=self.min_diameter_km)
+        return frame.iloc[:len(craters)].set_axis(craters.index), units
 
     def attributes(self, craters, *, settings=None, crater_material_units=True, progress=False):
         parts, units = [], []
@@ -273,7 +296,7 @@ class CraterContext(UnitSource):
             parts.append(frame)
             units += list(u)
         if self.superposition:
-            frame, u = superposition_attributes(craters, min_diameter_km=self.min_diameter_km)
+            frame, u = self._superposition(craters)
             parts.append(frame)
             units += u
         if self.basins:
