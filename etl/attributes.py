@@ -20,7 +20,9 @@ Four groups, each a set of named float64 columns with units:
   rendered at the source pixel centres, blurred on that grid, with a quartic surroundings
   surface, least squares over every pixel (Huber-reweighted once), with no resampling between the
   DEM and the fit (the crops' bilinear resampling blurs by about 0.4 source pixels, as much as a
-  young crater's sigma at 100 m/px).
+  young crater's sigma at 100 m/px). The listed neighbours are masked there too; the fit can
+  instead model them jointly with the crater (``neighbours`` of ``_native_diffusion_fit``), which
+  the definitions do not use (measured, README "Crater ages on the synthetic world").
 - **scaling laws** from the diameter alone: Pike (1977) fresh depth and rim height, floor
   diameter and central peak (:func:`etl.synthetic.crater_shape_km` owns those formulas),
   the simple/complex transition, the transient cavity (Croft 1985), excavation depth and
@@ -360,16 +362,61 @@ _NATIVE_FIT_TO = 2.5
 _NATIVE_MIN_COVER = 0.5
 _NATIVE_HUBER = 1.5
 _NATIVE_BACKGROUND_ORDER = 4
+# Joint fit of overlapping listed neighbours (``neighbours`` of _native_diffusion_fit; not used by the
+# attribute definitions): alternating rounds, and the neighbours' diffusion lengths searched on every
+# other value of the crater's grid (their shapes matter, not their ages).
+_NATIVE_JOINT_ROUNDS = 2
+_NATIVE_NEIGHBOUR_SIGMA_REL = _FIT_SIGMA_REL[::2]
 
 
-def _native_diffusion_fit(win: NativeWindow, diameter_km: float, keep: np.ndarray | None) -> dict[str, float]:
+def _fresh_profile(x: np.ndarray, diameter_km: float) -> np.ndarray:
+    """The fresh Pike profile (m) of a crater of this diameter at radial distances x (radii)."""
+    shape = crater_shape_km(np.asarray(float(diameter_km)))
+    return crater_profile_m(x, float(shape["depth_km"]) * 1000.0, float(shape["rim_height_km"]) * 1000.0,
+                            float(shape["floor_diameter_km"]) / float(diameter_km),
+                            float(shape["peak_height_km"]) * 1000.0).astype(float)
+
+
+def _fit_neighbours(h: np.ndarray, templates: np.ndarray, design: np.ndarray,
+                    neighbour_templates: list[np.ndarray]) -> np.ndarray:
+    """The neighbours' part of ``h`` (the sum of each neighbour's best template): coordinate descent
+    on the least-squares misfit with the ``design`` (surroundings) projected out, the crater's own
+    template (one of ``templates``) and each neighbour's (one of its rows) chosen in turn."""
+    q, _ = np.linalg.qr(design)
+
+    def project(m):
+        return m - (m @ q) @ q.T
+
+    hp, own = project(h[None, :])[0], project(templates)
+    others = [project(t) for t in neighbour_templates]
+
+    def best(target, candidates):
+        return int(np.argmin(((target[None, :] - candidates) ** 2).sum(axis=1)))
+
+    k_own, k_nb = best(hp, own), [0] * len(others)
+    for _ in range(_NATIVE_JOINT_ROUNDS):
+        for a in range(len(others)):
+            rest = sum((others[b][k_nb[b]] for b in range(len(others)) if b != a), np.zeros_like(hp))
+            k_nb[a] = best(hp - own[k_own] - rest, others[a])
+        k_own = best(hp - sum(others[b][k_nb[b]] for b in range(len(others))), own)
+    return sum(t[k] for t, k in zip(neighbour_templates, k_nb))
+
+
+def _native_diffusion_fit(win: NativeWindow, diameter_km: float, keep: np.ndarray | None,
+                          neighbours: list[tuple[float, float, float]] | None = None) -> dict[str, float]:
     """The diffusion length sigma fitted on the DEM's own pixels: the fresh Pike profile of this
     diameter, evaluated at the pixel centres (the crater's own, round, local offsets) and blurred by
     a Gaussian of sigma on that grid, plus a quartic surroundings surface (its plane inside the
     rim, which the impact excavated), least squares over every pixel out to 2.5 radii (a pixel
     counts once, wherever it lies; no rings, no resampling). The fresh amplitude is fixed (sigma
     alone sets both the shape and the lost depth), then refitted with Huber weights; a free
-    amplitude is fitted alongside, as in the crop fit."""
+    amplitude is fitted alongside, as in the crop fit.
+
+    ``neighbours``: listed craters overlapping the window, (east, north offset of the centre in m,
+    diameter in km) each; they are not masked (``keep`` then only holds the host mask) but fitted
+    jointly: each is a fresh Pike profile of its own diameter blurred by its own diffusion length,
+    the lengths found by alternating searches (crater, each neighbour in turn, _NATIVE_JOINT_ROUNDS
+    times), then subtracted before the crater's final (Huber) fit."""
     from scipy import ndimage
 
     radius_m = diameter_km * 500.0
@@ -387,11 +434,8 @@ def _native_diffusion_fit(win: NativeWindow, diameter_km: float, keep: np.ndarra
     r, c = min(max(r, 1), x.shape[0] - 2), min(max(c, 1), x.shape[1] - 2)
     step_row = math.hypot(win.x_m[r + 1, c] - win.x_m[r, c], win.y_m[r + 1, c] - win.y_m[r, c])
     step_col = math.hypot(win.x_m[r, c + 1] - win.x_m[r, c], win.y_m[r, c + 1] - win.y_m[r, c])
-    shape = crater_shape_km(np.asarray(float(diameter_km)))
-    fresh_depth_m = float(shape["depth_km"]) * 1000.0
-    z = crater_profile_m(x, fresh_depth_m, float(shape["rim_height_km"]) * 1000.0,
-                         float(shape["floor_diameter_km"]) / float(diameter_km),
-                         float(shape["peak_height_km"]) * 1000.0).astype(float)
+    fresh_depth_m = float(crater_shape_km(np.asarray(float(diameter_km)))["depth_km"]) * 1000.0
+    z = _fresh_profile(x, diameter_km)
     e = np.clip((_EXCAVATED[1] - x) / (_EXCAVATED[1] - _EXCAVATED[0]), 0.0, 1.0)
     outside = 1.0 - e * e * (3.0 - 2.0 * e)
     u, v = win.x_m / radius_m, win.y_m / radius_m
@@ -401,10 +445,19 @@ def _native_diffusion_fit(win: NativeWindow, diameter_km: float, keep: np.ndarra
                                        for n in range(2, _NATIVE_BACKGROUND_ORDER + 1) for k in range(n + 1)]
     design = np.column_stack([t[sel] for t in terms])
     h = win.values[sel].astype(float)
-    templates = np.empty((len(_FIT_SIGMA_REL), h.size))
-    for k, s_rel in enumerate(_FIT_SIGMA_REL):
-        sig = (s_rel * radius_m / step_row, s_rel * radius_m / step_col)
-        templates[k] = (ndimage.gaussian_filter(z, sig, mode="constant") if max(sig) > 0.05 else z)[sel]
+
+    def blurred(profile, rad_m, sigmas, mode):
+        out = np.empty((len(sigmas), h.size))
+        for k, s_rel in enumerate(sigmas):
+            sig = (s_rel * rad_m / step_row, s_rel * rad_m / step_col)
+            out[k] = (ndimage.gaussian_filter(profile, sig, mode=mode) if max(sig) > 0.05 else profile)[sel]
+        return out
+
+    templates = blurred(z, radius_m, _FIT_SIGMA_REL, "constant")
+    if neighbours:
+        h = h - _fit_neighbours(h, templates, design, [
+            blurred(_fresh_profile(np.hypot(win.x_m - xj, win.y_m - yj) / (dj * 500.0), dj), dj * 500.0,
+                    _NATIVE_NEIGHBOUR_SIGMA_REL, "nearest") for xj, yj, dj in neighbours])
 
     def sse_of(weights):
         sw = np.sqrt(weights)
@@ -618,6 +671,18 @@ class _NeighbourMasks:
         for xj, yj, rj in zip(xh, yh, rh):
             keep &= np.hypot(gx - xj, gy - yj) < _HOST_KEEP_RADII * rj
         return keep
+
+    def native(self, i: int, x_m: np.ndarray, y_m: np.ndarray):
+        """For the native-grid fit at points (metres east, north of crater i): the keep mask of the
+        craters that hold crater i (None: none), and the other neighbours that reach it as
+        (east, north offset in m, diameter in km), to be fitted jointly (None: none)."""
+        parts = self._neighbours(i)
+        if parts is None:
+            return None, None
+        x, y, reach, use, host, rj_m, near = parts
+        keep = self._keep(x_m, y_m, x[:0], y[:0], reach[:0], x[host], y[host], rj_m[host]) if host.any() else None
+        neighbours = [(float(x[k]), float(y[k]), float(rj_m[k]) / 500.0) for k in np.flatnonzero(use)]
+        return keep, neighbours or None
 
     def at(self, i: int, x_m: np.ndarray, y_m: np.ndarray) -> np.ndarray | None:
         """The same keep mask at arbitrary points (metres east, north of crater i), e.g. the pixel

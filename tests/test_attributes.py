@@ -350,3 +350,33 @@ def test_native_windows_of_big_craters_are_subsampled_and_edges_refused(tmp_path
     assert edge.x_m.max() < 600.0
     assert np.median(np.abs(np.diff(big.x_m, axis=1))) == pytest.approx(300.0, rel=0.01)
     assert np.all(big.values == BASE_M)
+
+
+
+def test_native_fit_gives_two_overlapping_craters_their_own_diffusion_lengths(tmp_path):
+    """Two listed craters that overlap (3 km and 2.4 km wide, centres 2.1 km apart, so each one's rim
+    crosses the other's wall), diffused by different lengths (a young 80 m and an old 250 m), at
+    100 m per pixel: fitted jointly with its neighbour (``neighbours`` of the native fit), each gets
+    its own diffusion length back within 15 %; masking the neighbour (the attribute definitions)
+    misses the old one by more."""
+    from etl.attributes import _NeighbourMasks, _native_diffusion_fit, _Rings
+    from etl.crops import native_windows
+
+    grid = _simple_cylindrical_grid(0.0, 0.0, 160, 160, 100.0)
+    km_per_deg = 1737.4 * math.pi / 180.0
+    young, old = (0.0, 0.0, 3.0), (2.1 / km_per_deg, 0.0, 2.4)
+    dem = BASE_M
+    for crater, sigma_m in ((young, 80.0), (old, 250.0)):
+        dem = dem + ndimage.gaussian_filter(_crater_dem(grid, [crater]) - BASE_M, sigma_m / 100.0, mode="nearest")
+    path = _write(tmp_path / "pair.tif", grid, dem)
+    table = pd.DataFrame([young, old], columns=["lon", "lat", "diameter_km"])
+    crops = extract_crops(table, dem_path=path, settings=CropSettings(size_px=64))
+    windows = native_windows(path, table)
+    masks = _NeighbourMasks(table, crops, _Rings(crops.settings))
+    masked = crater_attributes(table, crops, native_dem=windows)[0]["native_diffusion_length_m"]
+    for i, sigma_m in ((0, 80.0), (1, 250.0)):
+        host_keep, neighbours = masks.native(i, windows[i].x_m, windows[i].y_m)
+        assert host_keep is None and len(neighbours) == 1
+        joint = _native_diffusion_fit(windows[i], table["diameter_km"].iloc[i], host_keep, neighbours)
+        assert joint["native_diffusion_length_m"] == pytest.approx(sigma_m, rel=0.15)
+    assert abs(masked.iloc[1] - 250.0) > 0.15 * 250.0
