@@ -20,9 +20,9 @@ Four groups, each a set of named float64 columns with units:
   rendered at the source pixel centres, blurred on that grid, with a quartic surroundings
   surface, least squares over every pixel (Huber-reweighted once), with no resampling between the
   DEM and the fit (the crops' bilinear resampling blurs by about 0.4 source pixels, as much as a
-  young crater's sigma at 100 m/px). The listed neighbours are masked there too; the fit can
-  instead model them jointly with the crater (``neighbours`` of ``_native_diffusion_fit``), which
-  the definitions do not use (measured, README "Crater ages on the synthetic world").
+  young crater's sigma at 100 m/px). There the listed overlapping neighbours are fitted jointly
+  with the crater (each a Pike profile of its own diameter blurred by its own sigma), not masked;
+  a larger crater holding this one is still masked.
 - **scaling laws** from the diameter alone: Pike (1977) fresh depth and rim height, floor
   diameter and central peak (:func:`etl.synthetic.crater_shape_km` owns those formulas),
   the simple/complex transition, the transient cavity (Croft 1985), excavation depth and
@@ -53,8 +53,10 @@ __all__ = ["ATTRIBUTE_DEFINITIONS_VERSION", "AttributeSchema", "AttributeSchemaE
 
 #: Bump when the meaning of an existing attribute changes (the hash only sees names and units).
 # 2: neighbours masked, quadratic surroundings, diffusion fit; 3: the diffusion length also fitted on the
-# DEM's native pixels (native_*), no crop resampling in between; 4: that fit's surroundings a quartic
-ATTRIBUTE_DEFINITIONS_VERSION = 4
+# DEM's native pixels (native_*), no crop resampling in between; 4: that fit's surroundings a quartic;
+# 5: the native fit models the listed overlapping neighbours (each a degraded Pike profile of its own
+# diffusion length, fitted jointly) instead of masking them
+ATTRIBUTE_DEFINITIONS_VERSION = 5
 
 #: Simple-to-complex transition diameter on the Moon, km (Pike 1977; the default of
 #: crater_shape_km, which owns the formulas on either side of it).
@@ -362,9 +364,8 @@ _NATIVE_FIT_TO = 2.5
 _NATIVE_MIN_COVER = 0.5
 _NATIVE_HUBER = 1.5
 _NATIVE_BACKGROUND_ORDER = 4
-# Joint fit of overlapping listed neighbours (``neighbours`` of _native_diffusion_fit; not used by the
-# attribute definitions): alternating rounds, and the neighbours' diffusion lengths searched on every
-# other value of the crater's grid (their shapes matter, not their ages).
+# Joint fit of overlapping listed neighbours: alternating rounds, and the neighbours' diffusion
+# lengths searched on every other value of the crater's grid (their shapes matter, not their ages).
 _NATIVE_JOINT_ROUNDS = 2
 _NATIVE_NEIGHBOUR_SIGMA_REL = _FIT_SIGMA_REL[::2]
 
@@ -757,8 +758,11 @@ def crater_attributes(craters: pd.DataFrame, crops: CraterCrops, *, units=None,
             values.update(_optical(crops.dom[i], rings, mask))
         if native_dem is not None and native_dem[i] is not None:
             win = native_dem[i]
-            values.update(_native_diffusion_fit(win, diameter_km[i], keep.at(i, win.x_m, win.y_m)
-                                                if hasattr(keep, "at") else None))
+            if hasattr(keep, "native"):
+                host_keep, neighbours = keep.native(i, win.x_m, win.y_m)
+            else:
+                host_keep, neighbours = None, None
+            values.update(_native_diffusion_fit(win, diameter_km[i], host_keep, neighbours))
         for name, value in values.items():
             measured[name][i] = value
     if measured:

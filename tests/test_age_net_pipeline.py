@@ -60,11 +60,11 @@ def test_crater_set_has_labels_crops_and_attributes(crater_set):
 
 def test_attributes_are_measured_on_their_own_crops(crater_set, world, tmp_path):
     from etl.attributes import crater_attributes
-    from etl.crops import CropSettings, extract_crops
+    from etl.crops import CropSettings, extract_crops, native_windows
 
     cat = pd.read_csv(world / "catalogue.csv")
     fine = extract_crops(cat, dom_path=world / "dom.tif", dem_path=world / "dem.tif", settings=CropSettings(size_px=64))
-    attrs, _ = crater_attributes(cat, fine, units=unit_source(world))
+    attrs, _ = crater_attributes(cat, fine, units=unit_source(world), native_dem=native_windows(world / "dem.tif", cat))
     assert crater_set.crop_settings["attribute_size_px"] == 64 and crater_set.dom.shape[1:] == (32, 32)
     pd.testing.assert_frame_equal(crater_set.attributes, attrs.reset_index(drop=True))
     # A trainer refuses a crater set measured at another size than its config's (prediction would differ).
