@@ -309,6 +309,18 @@ def _surroundings_surface(dem: np.ndarray, rings: _Rings):
     return surface, (coef[1], coef[2])
 
 
+
+def _grid_minimum(sse: np.ndarray, k: int) -> float:
+    """The relative sigma at the minimum ``k`` of ``sse`` over :data:`_FIT_SIGMA_REL`; between grid
+    values, the vertex of the parabola through the minimum and its neighbours (in log sigma)."""
+    sigma_rel = float(_FIT_SIGMA_REL[k])
+    if 1 < k < len(_FIT_SIGMA_REL) - 1:
+        denom = sse[k - 1] - 2.0 * sse[k] + sse[k + 1]
+        if denom > 0:
+            step = float(np.clip(0.5 * (sse[k - 1] - sse[k + 1]) / denom, -0.5, 0.5))
+            sigma_rel = float(np.exp(np.log(sigma_rel) + step * np.log(_FIT_SIGMA_REL[k + 1] / sigma_rel)))
+    return sigma_rel
+
 def _diffusion_fit(h: np.ndarray, diameter_km: float, rings: _Rings, fresh_depth_m: float) -> dict[str, float]:
     """sigma / R of the diffused fresh profile closest to the crater's ring medians (offset free;
     the fresh amplitude, and a free one)."""
@@ -325,13 +337,7 @@ def _diffusion_fit(h: np.ndarray, diameter_km: float, rings: _Rings, fresh_depth
     p, t = prof[ok] - prof[ok].mean(), t[:, ok] - t[:, ok].mean(axis=1, keepdims=True)
     sse = ((p[None, :] - t) ** 2).sum(axis=1)
     k = int(np.argmin(sse))
-    # Between grid values: the vertex of the parabola through the minimum and its neighbours (in log sigma).
-    sigma_rel = float(_FIT_SIGMA_REL[k])
-    if 1 < k < len(_FIT_SIGMA_REL) - 1:
-        denom = sse[k - 1] - 2.0 * sse[k] + sse[k + 1]
-        if denom > 0:
-            step = float(np.clip(0.5 * (sse[k - 1] - sse[k + 1]) / denom, -0.5, 0.5))
-            sigma_rel = float(np.exp(np.log(sigma_rel) + step * np.log(_FIT_SIGMA_REL[k + 1] / sigma_rel)))
+    sigma_rel = _grid_minimum(sse, k)
     amp = (t * p[None, :]).sum(axis=1) / np.maximum((t * t).sum(axis=1), 1e-12)
     sse_free = np.where(amp > 0, ((p[None, :] - amp[:, None] * t) ** 2).sum(axis=1), np.inf)
     k_free = int(np.argmin(sse_free))
@@ -473,12 +479,7 @@ def _native_diffusion_fit(win: NativeWindow, diameter_km: float, keep: np.ndarra
     scale = 1.4826 * float(np.median(dev)) + 1e-6
     sse, _ = sse_of(np.minimum(1.0, _NATIVE_HUBER * scale / np.maximum(dev, 1e-12)))
     k = int(np.argmin(sse))
-    sigma_rel = float(_FIT_SIGMA_REL[k])
-    if 1 < k < len(_FIT_SIGMA_REL) - 1:
-        denom = sse[k - 1] - 2.0 * sse[k] + sse[k + 1]
-        if denom > 0:
-            step = float(np.clip(0.5 * (sse[k - 1] - sse[k + 1]) / denom, -0.5, 0.5))
-            sigma_rel = float(np.exp(np.log(sigma_rel) + step * np.log(_FIT_SIGMA_REL[k + 1] / sigma_rel)))
+    sigma_rel = _grid_minimum(sse, k)
     # Free amplitude (unweighted): projected template against projected heights.
     q, _ = np.linalg.qr(design)
     hp = h - q @ (q.T @ h)
