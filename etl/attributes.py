@@ -309,7 +309,6 @@ def _surroundings_surface(dem: np.ndarray, rings: _Rings):
     return surface, (coef[1], coef[2])
 
 
-
 def _grid_minimum(sse: np.ndarray, k: int) -> float:
     """The relative sigma at the minimum ``k`` of ``sse`` over :data:`_FIT_SIGMA_REL`; between grid
     values, the vertex of the parabola through the minimum and its neighbours (in log sigma)."""
@@ -320,6 +319,7 @@ def _grid_minimum(sse: np.ndarray, k: int) -> float:
             step = float(np.clip(0.5 * (sse[k - 1] - sse[k + 1]) / denom, -0.5, 0.5))
             sigma_rel = float(np.exp(np.log(sigma_rel) + step * np.log(_FIT_SIGMA_REL[k + 1] / sigma_rel)))
     return sigma_rel
+
 
 def _diffusion_fit(h: np.ndarray, diameter_km: float, rings: _Rings, fresh_depth_m: float) -> dict[str, float]:
     """sigma / R of the diffused fresh profile closest to the crater's ring medians (offset free;
