@@ -27,6 +27,11 @@ Steps (each skipped when its output exists in --work):
    own threshold chosen on val the same way, under "symmetric_boundary" in the JSON; the keys above
    keep the "detected" boundary.
 
+--verifier MODEL_JSON: a second stage (``etl.verifier``, fitted by benchmarks/lola_verifier.py on the
+training boxes' detections): every detection of the val and test atlases is re-scored by it (the
+DEM measured at its circle, with the detector's score) before step 4; the detector's score is kept
+as ``detector_score``; the features are cached beside each atlas.
+
 --tta VIEWS: test-time augmentation of every atlas tile (``detectron2_rfcn.tta``; default: the
 config's TEST.CRATER_TTA.TRANSFORMS), e.g. --tta hflip,vflip,rot90.
 
@@ -83,6 +88,9 @@ def parse_args(argv=None):
     ap.add_argument("--tta", default=None, metavar="VIEWS",
                     help="comma-separated extra views of each atlas tile (detectron2_rfcn.tta.TRANSFORMS, e.g. "
                          "hflip,vflip,rot90); default: the config's TEST.CRATER_TTA.TRANSFORMS; 'none': off")
+    ap.add_argument("--verifier", type=Path, default=None, metavar="MODEL_JSON",
+                    help="re-score every detection with this crater verifier (etl.verifier; made by "
+                         "benchmarks/lola_verifier.py) before the val threshold and the test scores")
     ap.add_argument("--quiet", action="store_true")
     return ap.parse_args(argv)
 
@@ -148,24 +156,43 @@ def atlas(args, cfg, weights: Path | None, box_text: str, out: Path, predictor=N
 
     from detectron2_rfcn.atlas import AtlasSettings, CraterPredictor
     from detectron2_rfcn.atlas_local import detect_local
-    from etl.local_tiles import LonLatBox
+    from etl.local_tiles import LonLatBox, parse_boxes
 
     if out.is_file():
         return pd.read_parquet(out)
-    box = LonLatBox.parse(box_text)
     m = args.margin_deg if margin_deg is None else margin_deg
-    wide = LonLatBox(max(box.lon_min - m, -180.0), max(box.lat_min - m, -90.0), min(box.lon_max + m, 180.0),
-                     min(box.lat_max + m, 90.0))
+    wide = tuple(LonLatBox(max(box.lon_min - m, -180.0), max(box.lat_min - m, -90.0), min(box.lon_max + m, 180.0),
+                           min(box.lat_max + m, 90.0)) for box in parse_boxes(box_text))
     settings = AtlasSettings(levels=tuple(int(v) for v in args.levels.split(",")), tile_size_px=args.tile_size,
                              overlap_px=args.overlap, min_diameter_px=args.min_diameter,
                              max_diameter_px=args.max_diameter, score_threshold=0.05)
     t0 = time.time()
     found = detect_local(predictor or CraterPredictor.from_config(cfg, str(weights)), dem_path=args.lola / "dem.tif",
                          pixel_size_m=args.pixel_size_m, channels=list(cfg.MODEL.RFCN.INPUT_CHANNELS),
-                         settings=settings, regions=(wide,), progress=not args.quiet)
+                         settings=settings, regions=wide, progress=not args.quiet)
     print(f"atlas of {box_text} (+{m} deg): {len(found)} craters in {time.time() - t0:.0f} s")
     found.to_parquet(out)
     return found
+
+
+def atlas_features(args, frame, settings, atlas_path: Path):
+    """``etl.verifier`` features of an atlas's detections, cached beside the atlas (per settings)."""
+    import hashlib
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from etl.verifier import FEATURE_SCHEMA, verifier_features
+
+    key = hashlib.sha256(json.dumps([asdict(settings), FEATURE_SCHEMA.version], sort_keys=True).encode()).hexdigest()
+    path = atlas_path.with_name(f"{atlas_path.stem}_verifier_features_{key[:10]}.parquet")
+    if path.is_file():
+        return pd.read_parquet(path)
+    t0 = time.time()
+    features = verifier_features(frame, args.lola / "dem.tif", settings=settings, progress=not args.quiet)
+    print(f"verifier features of {len(frame)} detections ({atlas_path.name}) in {time.time() - t0:.0f} s")
+    features.to_parquet(path)
+    return features
 
 
 def main(argv=None) -> int:
@@ -210,17 +237,31 @@ def main(argv=None) -> int:
     if args.replay:
         weights = Path("replayed-catalogue")
     tag = ("" if scale == 1.0 else f"_scale{scale:.4f}") + ("" if args.replay or not tta else "_tta-" + "-".join(tta))
+    verifier = None
+    if args.verifier:
+        from etl.verifier import CraterVerifier, rescore
+
+        verifier = CraterVerifier.load(args.verifier)
+
+    def verified(frame, path: Path):
+        """The atlas re-scored by the verifier (the detector's score kept as detector_score)."""
+        if verifier is None:
+            return frame
+        return rescore(frame, verifier, atlas_features(args, frame, verifier.settings, path))
+
     if args.one_atlas:
         # One atlas for both boxes (and whatever else the box holds, e.g. the labelled west for the age network).
-        val_atlas = atlas(args, cfg, weights, args.one_atlas, args.work / f"atlas_one{tag}.parquet", predictor,
-                          margin_deg=0.0)
+        path = args.work / f"atlas_one{tag}.parquet"
+        val_atlas = verified(atlas(args, cfg, weights, args.one_atlas, path, predictor, margin_deg=0.0), path)
     else:
-        val_atlas = atlas(args, cfg, weights, VAL, args.work / f"atlas_val{tag}.parquet", predictor)
+        path = args.work / f"atlas_val{tag}.parquet"
+        val_atlas = verified(atlas(args, cfg, weights, VAL, path, predictor), path)
     val = evaluate_atlas(val_atlas, reference, region=region(VAL), min_diameter_km=limit, rules=("deepmoon",),
                          target_precision=0.85)
     threshold = val["rules"]["deepmoon"]["best_f1_score_thresh"]
+    test_path = args.work / f"atlas_test{tag}.parquet"
     test_atlas = (val_atlas if args.one_atlas else
-                  atlas(args, cfg, weights, TEST, args.work / f"atlas_test{tag}.parquet", predictor))
+                  verified(atlas(args, cfg, weights, TEST, test_path, predictor), test_path))
     test = evaluate_atlas(test_atlas, reference, region=region(TEST), min_diameter_km=limit, rules=rules,
                           score_threshold=threshold, bins_km=[20.0, 30.0, 50.0, 100.0], target_precision=0.85)
     # Over all scores (the precision-recall curve): recall at precision >= 0.85, best F1.
@@ -255,7 +296,8 @@ def main(argv=None) -> int:
                  "complete_above_km": limit, "pixel_size_m": args.pixel_size_m,
                  "train": TRAIN, "val": VAL, "test": TEST, "labelled": LABELLED},
         "model": {"config": config_name(args.config), "weights": f"{weights.parent.name}/{weights.name}",
-                  "channels": list(cfg.MODEL.RFCN.INPUT_CHANNELS), "diameter_scale": scale, "tta": tta},
+                  "channels": list(cfg.MODEL.RFCN.INPUT_CHANNELS), "diameter_scale": scale, "tta": tta,
+                  "verifier": None if verifier is None else {"file": args.verifier.name, **verifier.to_dict()}},
         "atlas": {"levels": args.levels, "tile_size_px": args.tile_size, "overlap_px": args.overlap,
                   "min_diameter_px": args.min_diameter, "max_diameter_px": args.max_diameter,
                   "margin_deg": args.margin_deg, "one_atlas": args.one_atlas},
