@@ -24,9 +24,11 @@ def alembic_config(url: str | None = None):
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> str:
-    """Create the database if needed and migrate it to ``revision``; returns the revision reached."""
+    """Create the database if needed and migrate it to ``revision``; returns the revision reached.
+    The SQL functions and views are (re)created only at the head revision, whose columns they read."""
     from alembic import command
     from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     from atlas_db.srs import check_moon_srid, install_functions
     from atlas_db.views import install_views
@@ -40,6 +42,9 @@ def upgrade(url: str | None = None, revision: str = "head") -> str:
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+            reached = MigrationContext.configure(conn).get_current_revision() or "base"
+            if reached != ScriptDirectory.from_config(cfg).get_current_head():
+                return reached  # the functions and views are head's: they may read columns not there yet
             install_functions(conn)
             install_views(conn)
             # Atlas queries are short: JIT compilation costs 50+ ms each time and never pays back.

@@ -43,6 +43,16 @@ def _point_column():
                          Computed(GEOM_SQL.format(lon="lon", lat="lat"), persisted=True), nullable=False)
 
 
+#: Components of a lon/lat centre as a unit vector (x towards lon 0 on the equator, z north);
+#: cosd/sind are exact at multiples of 30 degrees, so the poles are (0, 0, +-1) exactly.
+UNIT_VECTOR_SQL = {"unit_x": "cosd(lat) * cosd(lon)", "unit_y": "cosd(lat) * sind(lon)", "unit_z": "sind(lat)"}
+
+
+def _unit_vector_column(expression: str):
+    """Generated unit-vector component of a row with lon, lat (stored: computed once, at load)."""
+    return mapped_column(Double, Computed(expression, persisted=True), nullable=False)
+
+
 def _lon_lat_checks() -> tuple:
     """Fresh constraint objects per table (a constraint belongs to one table)."""
     return (
@@ -85,6 +95,10 @@ class Crater(Base):
     y1_px: Mapped[float] = mapped_column(Double)
     level: Mapped[int] = mapped_column(Integer)
     geom = _point_column()
+    # The centre as a unit vector, for the cap searches' cheap test (squared chord, atlas_db.views).
+    unit_x: Mapped[float] = _unit_vector_column(UNIT_VECTOR_SQL["unit_x"])
+    unit_y: Mapped[float] = _unit_vector_column(UNIT_VECTOR_SQL["unit_y"])
+    unit_z: Mapped[float] = _unit_vector_column(UNIT_VECTOR_SQL["unit_z"])
 
     # The natural key leads with crater_id: a B-tree build sorts on abbreviated keys of its
     # first column, which for (run_id, crater_id) is one value per run, so every comparison went

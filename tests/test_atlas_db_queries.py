@@ -303,3 +303,73 @@ def test_search_answers_read_through_binary_copy_equal_the_text_rows(atlas_engin
         pd.testing.assert_frame_equal(both, text_rows[text_rows["run_name"].isin(runs)].reset_index(drop=True))
         near = Q.nearest_craters(conn, 33.0, -21.0, k=5, run=runs[1])
         assert set(near["crater_id"]) <= set(odd["crater_id"]) and len(near) == 5
+
+
+def _ring_at_distance(lon, lat, distance_m, n, seed):
+    """n lon/lat points at ``distance_m`` (destination formula on the sphere) from lon/lat, random bearings."""
+    t = np.random.default_rng(seed).uniform(0, 2 * np.pi, n)
+    a, la, lo = distance_m / (MOON_RADIUS_KM * 1000.0), np.radians(lat), np.radians(lon)
+    rim_lat = np.arcsin(np.sin(la) * np.cos(a) + np.cos(la) * np.sin(a) * np.cos(t))
+    rim_lon = lo + np.arctan2(np.sin(t) * np.sin(a) * np.cos(la), np.cos(a) - np.sin(la) * np.sin(rim_lat))
+    return (np.degrees(rim_lon) + 180.0) % 360.0 - 180.0, np.degrees(rim_lat)
+
+
+@pytest.fixture(scope="module")
+def rim_world(atlas_engine):
+    """Craters on the rims of caps of 50 km, 1,200 km and 3,000 km around three places (one
+    at the antimeridian, one near a pole), each rim at the radius and within a micrometre to a
+    millimetre of it, inside and outside: where a search's test could round either way."""
+    run = f"rimtest-{uuid.uuid4().hex[:8]}"
+    caps = [(20.5, -10.0, 50.0), (179.99, 3.0, 1200.0), (-60.0, 85.0, 3000.0)]
+    lons, lats = [], []
+    for c, (lon, lat, radius_km) in enumerate(caps):
+        for j, offset_m in enumerate((-1e-3, -1e-6, -1e-8, 0.0, 0.0, 1e-8, 1e-6, 1e-3)):
+            rl, rt = _ring_at_distance(lon, lat, radius_km * 1000.0 + offset_m, 60, seed=100 * c + j)
+            lons += list(rl)
+            lats += list(rt)
+    cat = pd.DataFrame({"lon": lons, "lat": lats, "diameter_km": np.full(len(lons), 1.0)})
+    atlas = synthetic_atlas(len(cat), run, seed=13, catalogue=cat)
+    load_atlas_frame(atlas, atlas_provenance(run), engine=atlas_engine)
+    with atlas_engine.connect() as conn:
+        yield {"run": run, "caps": caps, "conn": conn}
+
+
+def test_radius_keeps_exactly_the_craters_the_haversine_keeps(rim_world):
+    """The cap search's cheap test (squared chord between unit vectors) decides only where it is
+    clear, the haversine the rest: the answer is exactly the craters whose haversine distance
+    (deepcraters_distance_m, the search's rule before the unit vectors) is within the radius,
+    also for craters on the rim, within 1e-8 m of it; distances agree with it to 1e-8 m, nearest first."""
+    conn, run = rim_world["conn"], rim_world["run"]
+    undecided = 0
+    for lon, lat, radius_km in rim_world["caps"]:
+        got = Q.craters_within(conn, lon, lat, radius_km, run=run)
+        rule = pd.DataFrame(conn.exec_driver_sql(
+            "SELECT crater_id, deepcraters_distance_m(lon, lat, %(lon)s, %(lat)s) AS m, "
+            "(unit_x - cosd(%(lat)s) * cosd(%(lon)s)) ^ 2 + (unit_y - cosd(%(lat)s) * sind(%(lon)s)) ^ 2 "
+            "+ (unit_z - sind(%(lat)s)) ^ 2 <= (2 * sin(%(m)s / 3474800.0)) ^ 2 AS chord_in "
+            "FROM crater_atlas WHERE run_name = %(run)s",
+            {"lon": lon, "lat": lat, "m": radius_km * 1000.0, "run": run}).fetchall(), columns=["crater_id", "m", "chord_in"])
+        keep = rule[rule["m"] <= radius_km * 1000.0]
+        assert len(keep) > 200 and set(got["crater_id"]) == set(keep["crater_id"]), (lon, lat, radius_km)
+        undecided += int((rule["chord_in"] != (rule["m"] <= radius_km * 1000.0)).sum())
+        by_id = keep.set_index("crater_id")["m"]
+        np.testing.assert_allclose(got["distance_km"].to_numpy() * 1000.0, by_id[got["crater_id"]].to_numpy(),
+                                   rtol=0, atol=1e-8)
+        assert got["distance_km"].is_monotonic_increasing
+    # the rims do put craters where a chord alone would have decided otherwise than the haversine
+    assert undecided > 0
+
+
+def test_radius_and_nearest_distances_far_across_the_moon(world):
+    """Past a quarter of the circumference (the haversine decides every candidate) and out to
+    the antipode, where the chord's asin would lose digits: distances still agree with brute
+    force, and a cap of half the circumference holds every crater."""
+    atlas, conn = world["atlas"], world["conn"]
+    for lon, lat, radius_km in [(45.0, -30.0, 4000.0), (0.0, 0.0, math.pi * MOON_RADIUS_KM)]:
+        got = Q.craters_within(conn, lon, lat, radius_km, run=world["run"])
+        d = _dist_km(atlas, lon, lat)
+        assert set(atlas["crater_id"][d < radius_km - EPS_KM]) <= set(got["crater_id"])
+        np.testing.assert_allclose(got["distance_km"].to_numpy(), _dist_km(got, lon, lat), rtol=1e-9, atol=1e-6)
+    assert len(got) == len(atlas)
+    far = Q.nearest_craters(conn, 180.0 - 45.0, 30.0, k=3, run=world["run"])  # the antipode of (-45, -30)
+    np.testing.assert_allclose(far["distance_km"], np.sort(_dist_km(atlas, 135.0, 30.0))[:3], rtol=1e-9, atol=1e-6)

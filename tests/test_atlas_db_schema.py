@@ -30,7 +30,7 @@ def test_upgrade_is_idempotent_and_at_head(atlas_url):
     from atlas_db.migrate import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head == "0004" and upgrade(atlas_url) == upgrade(atlas_url) == head
+    assert head == "0005" and upgrade(atlas_url) == upgrade(atlas_url) == head
 
 
 def test_migrations_match_the_models(atlas_engine):
@@ -63,6 +63,68 @@ def _is_foreign(d) -> bool:
     if isinstance(d, tuple) and d[0] == "remove_index":
         return d[1].table.name not in Base.metadata.tables
     return False
+
+
+@pytest.fixture
+def scratch_url(database_url):
+    """A database of its own on the test server (migrations up and down must not touch the
+    shared one), dropped afterwards."""
+    from sqlalchemy import create_engine
+
+    url = make_url(database_url).set(database=f"{make_url(database_url).database}_migrate_{uuid.uuid4().hex[:8]}")
+    yield url.render_as_string(hide_password=False)
+    admin = create_engine(url.set(drivername="postgresql+psycopg2", database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_migration_0005_fills_unit_vectors_of_stored_craters_and_goes_back(scratch_url):
+    """0005 adds each crater's unit vector, generated from lon/lat, to craters stored before it
+    (the table is rewritten): the components are cos(lat) cos(lon), cos(lat) sin(lon), sin(lat),
+    the poles exactly (0, 0, +-1); the searches that read them find the stored craters; a
+    downgrade removes the columns and the views keep working once re-created."""
+    from etl.moon import unit_vector
+
+    assert upgrade(scratch_url, "0004") == "0004"
+    lon = np.array([0.0, 90.0, -179.999, 179.5, 20.5, 33.3, -120.0])
+    lat = np.array([90.0, -90.0, 0.0, 45.0, -10.0, 60.1, -0.5])
+    engine = get_engine(scratch_url)
+    try:
+        with engine.begin() as conn:
+            run_id = conn.execute(text(
+                "INSERT INTO detection_runs (run_name, model, config_hash, source_mosaics, code_version, created_at) "
+                "VALUES ('before-0005', 'm', 'h', ARRAY['a.tif'], 'v', now()) RETURNING id")).scalar()
+            for i, (lo, la) in enumerate(zip(lon, lat)):
+                conn.execute(text(
+                    "INSERT INTO craters (run_id, crater_id, lon, lat, diameter_km, score, x0_px, y0_px, x1_px, y1_px, level) "
+                    "VALUES (:r, :c, :lon, :lat, 2.0, 0.5, 0, 0, 1, 1, 1)"), {"r": run_id, "c": f"c{i}", "lon": float(lo), "lat": float(la)})
+        assert upgrade(scratch_url) == "0005"
+        with engine.connect() as conn:
+            got = pd.DataFrame(conn.execute(text(
+                "SELECT crater_id, unit_x, unit_y, unit_z FROM crater_atlas ORDER BY crater_id")).fetchall(),
+                columns=["crater_id", "x", "y", "z"])
+            assert list(got["crater_id"]) == [f"c{i}" for i in range(len(lon))]
+            np.testing.assert_allclose(got[["x", "y", "z"]].to_numpy(), unit_vector(lon, lat), rtol=0, atol=1e-15)
+            assert tuple(got.iloc[0, 1:]) == (0.0, 0.0, 1.0) and tuple(got.iloc[1, 1:]) == (0.0, 0.0, -1.0)
+            near = Q.craters_within(conn, 20.5, -10.0, 1.0)
+            assert list(near["crater_id"]) == ["c4"] and near["distance_km"].iloc[0] == 0.0
+            assert set(Q.craters_within(conn, 0.0, 90.0, 100.0)["crater_id"]) == {"c0"}
+        from alembic import command
+
+        from atlas_db.migrate import alembic_config
+
+        with engine.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0004")
+        with engine.connect() as conn:
+            assert conn.execute(text(
+                "SELECT count(*) FROM information_schema.columns WHERE table_name = 'craters' "
+                "AND column_name LIKE 'unit_%'")).scalar() == 0
+        assert upgrade(scratch_url) == "0005"
+    finally:
+        engine.dispose()
 
 
 def test_geometry_columns_use_the_moon_srid(atlas_engine):
@@ -144,7 +206,7 @@ def test_db_cli_upgrade_hides_password(atlas_url, capsys):
     url = make_url(atlas_url).set(password="s3cret-pw").render_as_string(hide_password=False)
     assert db_main(["upgrade", "--db", url]) == 0
     out = capsys.readouterr()
-    assert "s3cret-pw" not in out.out + out.err and "is at revision 0004" in out.out
+    assert "s3cret-pw" not in out.out + out.err and "is at revision 0005" in out.out
 
 
 def test_missing_server_is_reported_without_credentials(capsys):
