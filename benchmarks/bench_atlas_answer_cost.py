@@ -107,6 +107,11 @@ def main(argv=None) -> int:
         ms = np.asarray(values) * 1e3
         res[name] = {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
         print(f"  {name:8s} p50 {res[name]['p50_ms']:.2f} ms  p95 {res[name]['p95_ms']:.2f} ms")
+    # Each part's p50 over the craters of an answer: what one more crater in the answer costs at
+    # most (a part's fixed cost, e.g. a round trip, is in it too, so these are upper bounds).
+    res["p50_us_per_crater"] = {k: res[k]["p50_ms"] * 1e3 / res["rows_mean"]
+                                for k in ("server", "transfer", "parse", "floor")}
+    print("  p50 per crater of the answer: " + ", ".join(f"{k} {v:.2f} us" for k, v in res["p50_us_per_crater"].items()))
     print(f"  {n:,} craters, {res['rows_mean']:.0f} a {args.radius_km:g} km answer ({res['bytes_mean'] / 1e3:.0f} kB "
           f"of binary COPY); load average {res['load_average']}")
     if args.against:

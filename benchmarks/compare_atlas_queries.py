@@ -21,8 +21,9 @@ km, 10 nm: both are the great-circle distance, rounded differently); every place
 compared and the count of places that differ, with the largest distance difference, is
 reported (and the run fails if any differ).
 
-    python benchmarks/compare_atlas_queries.py --old aa3dba6 --db postgresql://postgres@localhost:5432/deepcraters_bench \\
-      --places 1000 --out benchmarks/results/atlas_queries_old_new_10m.json
+    python benchmarks/compare_atlas_queries.py --old aa3dba6 \\
+      --db postgresql://postgres@localhost:5432/deepcraters_bench --places 1000 \\
+      --out benchmarks/results/atlas_queries_old_new_10m.json
 """
 from __future__ import annotations
 
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     if version == "new":
                         got[version] = api[kind](conn, i)
-                    else:  # what the API function does, with the old statement (the region checked inside the timing too)
+                    else:  # what the API function does, with the old statement (region_wkt timed too)
                         got[version] = Q._search_frame(conn, old_statements[kind],
                                                        _params(kind, lons[i], lats[i], polys[i], args.radius_km),
                                                        _FLOATS[kind])
@@ -173,7 +174,8 @@ def main(argv=None) -> int:
     engine.dispose()
 
     res = {"database": safe_url(args.db), "n_craters": n, "old_revision": args.old, "places": args.places,
-           "prewarmed_mb": prewarmed_mb, "radius_km": args.radius_km, "polygon_deg": args.polygon_deg, "distance_atol_km": args.distance_atol_km,
+           "prewarmed_mb": prewarmed_mb, "radius_km": args.radius_km, "polygon_deg": args.polygon_deg,
+           "distance_atol_km": args.distance_atol_km,
            "load_average": {"start": load0, "end": [round(x, 2) for x in os.getloadavg()]}, "kinds": {}}
     print(f"[compare] {n:,} craters, {args.places} places, old = {args.old}, new = working tree; "
           f"load average {res['load_average']}")
@@ -191,7 +193,8 @@ def main(argv=None) -> int:
                   f"{e['new_p50_ms']:.3f} p95 {e['new_p95_ms']:.3f} ms | p50 {e['new_p50_ms'] / e['old_p50_ms']:.3f}x "
                   f"p95 {e['new_p95_ms'] / e['old_p95_ms']:.3f}x, per place median {e['median_new_over_old']:.3f}x")
         print(f"  {kind:8s} {entry['rows_mean']:.0f} craters an answer; places whose answers differ: "
-              f"{len(differing[kind])} of {args.places} {differing[kind][:5]} (largest distance difference {max_diff[kind]:.3g} km)")
+              f"{len(differing[kind])} of {args.places} {differing[kind][:5]} "
+              f"(largest distance difference {max_diff[kind]:.3g} km)")
         res["kinds"][kind] = entry
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

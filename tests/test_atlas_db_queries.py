@@ -348,7 +348,8 @@ def test_radius_keeps_exactly_the_craters_the_haversine_keeps(rim_world):
             "(unit_x - cosd(%(lat)s) * cosd(%(lon)s)) ^ 2 + (unit_y - cosd(%(lat)s) * sind(%(lon)s)) ^ 2 "
             "+ (unit_z - sind(%(lat)s)) ^ 2 <= (2 * sin(%(m)s / 3474800.0)) ^ 2 AS chord_in "
             "FROM crater_atlas WHERE run_name = %(run)s",
-            {"lon": lon, "lat": lat, "m": radius_km * 1000.0, "run": run}).fetchall(), columns=["crater_id", "m", "chord_in"])
+            {"lon": lon, "lat": lat, "m": radius_km * 1000.0, "run": run}).fetchall(),
+            columns=["crater_id", "m", "chord_in"])
         keep = rule[rule["m"] <= radius_km * 1000.0]
         assert len(keep) > 200 and set(got["crater_id"]) == set(keep["crater_id"]), (lon, lat, radius_km)
         undecided += int((rule["chord_in"] != (rule["m"] <= radius_km * 1000.0)).sum())

@@ -97,8 +97,9 @@ def test_migration_0005_fills_unit_vectors_of_stored_craters_and_goes_back(scrat
                 "VALUES ('before-0005', 'm', 'h', ARRAY['a.tif'], 'v', now()) RETURNING id")).scalar()
             for i, (lo, la) in enumerate(zip(lon, lat)):
                 conn.execute(text(
-                    "INSERT INTO craters (run_id, crater_id, lon, lat, diameter_km, score, x0_px, y0_px, x1_px, y1_px, level) "
-                    "VALUES (:r, :c, :lon, :lat, 2.0, 0.5, 0, 0, 1, 1, 1)"), {"r": run_id, "c": f"c{i}", "lon": float(lo), "lat": float(la)})
+                    "INSERT INTO craters (run_id, crater_id, lon, lat, diameter_km, score, "
+                    "x0_px, y0_px, x1_px, y1_px, level) VALUES (:r, :c, :lon, :lat, 2.0, 0.5, 0, 0, 1, 1, 1)"),
+                    {"r": run_id, "c": f"c{i}", "lon": float(lo), "lat": float(la)})
         assert upgrade(scratch_url) == "0005"
         with engine.connect() as conn:
             got = pd.DataFrame(conn.execute(text(
