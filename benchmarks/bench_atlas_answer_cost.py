@@ -9,7 +9,10 @@ cache, as a load leaves it). At each of ``--places`` random places it times, in 
   TIMING OFF), every page a buffer hit;
 - ``transfer``: the same rows, already computed and held in a temporary table, sent by the
   same binary COPY into the same client buffer (the wire, libpq and psycopg2; no search);
-- ``parse``: the client turning those bytes into the DataFrame.
+- ``parse``: the client turning those bytes into the DataFrame;
+- ``copy_out``: the server writing the same binary COPY to ``/dev/null`` (a server-side file:
+  a superuser or ``pg_write_server_files``; left out elsewhere), the server's share of
+  ``transfer`` (its binary output functions, one value at a time), not part of the floor.
 
 ``floor`` = server + transfer + parse at each place: the work any call at that place has to
 do (search, send, decode), with no other cost. Its p50 is the typical floor; its p95 adds up
@@ -53,7 +56,10 @@ def _copy(cur, statement: bytes) -> tuple[io.BytesIO, float]:
 def measure(conn, lons, lats, radius_km: float) -> dict[str, list[float]]:
     """Seconds of each part at each place (see the module docstring), and the answers' sizes."""
     cur = conn.connection.dbapi_connection.cursor()
-    out: dict[str, list[float]] = {k: [] for k in ("api", "server", "transfer", "parse", "rows", "bytes")}
+    out: dict[str, list[float]] = {k: [] for k in ("api", "server", "transfer", "parse", "copy_out", "rows", "bytes")}
+    cur.execute("SELECT pg_has_role('pg_write_server_files', 'USAGE') OR "
+                "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)")
+    may_write_server_files = cur.fetchone()[0]
     for _ in range(20):  # the connection's plans and caches
         Q.craters_within(conn, 0.0, 0.0, radius_km)
     for lon, lat in zip(lons, lats):
@@ -69,6 +75,10 @@ def measure(conn, lons, lats, radius_km: float) -> dict[str, list[float]]:
         _copy(cur, b"COPY answer TO STDOUT WITH (FORMAT binary)")  # its pages, once
         buf, dt = _copy(cur, b"COPY answer TO STDOUT WITH (FORMAT binary)")
         out["transfer"].append(dt)
+        if may_write_server_files:
+            t0 = time.perf_counter()
+            cur.execute("COPY answer TO '/dev/null' WITH (FORMAT binary)")
+            out["copy_out"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         parsed = Q._parse_search_rows(buf.getbuffer(), Q._SEARCH_TEXT, _FLOATS)
         out["parse"].append(time.perf_counter() - t0)
@@ -103,14 +113,15 @@ def main(argv=None) -> int:
     res = {"database": safe_url(args.db), "n_craters": n, "radius_km": args.radius_km, "places": args.places,
            "prewarmed_mb": prewarmed, "load_average": [round(x, 2) for x in os.getloadavg()],
            "rows_mean": float(np.mean(parts["rows"])), "bytes_mean": float(np.mean(parts["bytes"]))}
-    for name, values in [*((k, parts[k]) for k in ("api", "server", "transfer", "parse")), ("floor", floor)]:
+    for name, values in [*((k, parts[k]) for k in ("api", "server", "transfer", "parse", "copy_out") if parts[k]),
+                         ("floor", floor)]:
         ms = np.asarray(values) * 1e3
         res[name] = {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
         print(f"  {name:8s} p50 {res[name]['p50_ms']:.2f} ms  p95 {res[name]['p95_ms']:.2f} ms")
     # Each part's p50 over the craters of an answer: what one more crater in the answer costs at
     # most (a part's fixed cost, e.g. a round trip, is in it too, so these are upper bounds).
     res["p50_us_per_crater"] = {k: res[k]["p50_ms"] * 1e3 / res["rows_mean"]
-                                for k in ("server", "transfer", "parse", "floor")}
+                                for k in ("server", "transfer", "parse", "copy_out", "floor") if k in res}
     print("  p50 per crater of the answer: " + ", ".join(f"{k} {v:.2f} us" for k, v in res["p50_us_per_crater"].items()))
     print(f"  {n:,} craters, {res['rows_mean']:.0f} a {args.radius_km:g} km answer ({res['bytes_mean'] / 1e3:.0f} kB "
           f"of binary COPY); load average {res['load_average']}")
