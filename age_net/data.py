@@ -29,12 +29,18 @@ from torch.utils.data import Dataset
 
 from etl.age_classes import AgeClass
 
-__all__ = ["AgeCropDataset", "CraterSet", "InputStats", "attribute_matrix", "augment", "build_crater_set",
-           "context_source", "encode_labels", "fit_input_stats", "image_array", "unit_source"]
+__all__ = ["OTHER_WORLD_COLUMN", "AgeCropDataset", "CraterSet", "InputStats", "append_unlabelled",
+           "attribute_matrix", "augment", "build_crater_set", "context_source", "encode_labels", "fit_input_stats",
+           "image_array", "unit_source"]
 
 #: Standardised attributes are clipped to +-this many standard deviations (a wild value from a
 #: degenerate crop must not dominate the MLP).
 ATTRIBUTE_CLIP = 8.0
+
+#: Column of ``CraterSet.craters`` that names the other world an extra unlabelled crater comes from
+#: ('' or absent: the crater set's own world). Such craters lie in no block of the spatial split (their
+#: lon/lat are another map's) and never carry a label: they are only ever Mean Teacher's unlabelled data.
+OTHER_WORLD_COLUMN = "other_world"
 
 
 def encode_labels(values) -> np.ndarray:
@@ -104,6 +110,13 @@ class CraterSet:
             tuple(self.schema.names[k] for k in keep), tuple(self.schema.units[k] for k in keep))
         return dataclasses.replace(self, attributes=self.attributes.iloc[:, keep], schema=schema)
 
+    @property
+    def other_world(self) -> np.ndarray:
+        """bool (N,): the crater comes from another world (:data:`OTHER_WORLD_COLUMN`), unlabelled only."""
+        if OTHER_WORLD_COLUMN not in self.craters.columns:
+            return np.zeros(len(self), dtype=bool)
+        return self.craters[OTHER_WORLD_COLUMN].fillna("").astype(str).str.len().to_numpy() > 0
+
     def save(self, path: str | Path) -> None:
         """One ``.npz`` (arrays) + the craters and attributes inside it as Parquet bytes + JSON."""
         import io
@@ -140,6 +153,47 @@ class CraterSet:
                        attributes=pd.read_parquet(io.BytesIO(z["attributes"].tobytes())),
                        schema=AttributeSchema.from_dict(meta["schema"]), labels=z["labels"],
                        crop_settings=meta["crop_settings"], sources=meta["sources"])
+
+
+def append_unlabelled(cs: CraterSet, others: dict[str, CraterSet]) -> CraterSet:
+    """``cs`` followed by the craters of other worlds (name -> crater set) as unlabelled craters.
+
+    Their labels are dropped (-1) and :data:`OTHER_WORLD_COLUMN` holds their world's name, so that the
+    spatial split leaves them out of its blocks and gives all of them to Mean Teacher's unlabelled pool
+    (``age_net.engine.make_split``). Every set must have ``cs``'s attribute schema and crop settings:
+    the network reads them through one normalisation. Raises ValueError otherwise, or on an empty name."""
+    if not others:
+        return cs
+    parts = [cs]
+    for name, other in others.items():
+        if not str(name):
+            raise ValueError("an unlabelled world needs a name (its directory)")
+        cs.schema.check_matches(other.schema)
+        if {k: v for k, v in other.crop_settings.items()} != {k: v for k, v in cs.crop_settings.items()}:
+            raise ValueError(f"unlabelled world {name}: crops {other.crop_settings}, the crater set's "
+                             f"{cs.crop_settings}")
+        if (other.dom is None) != (cs.dom is None) or (other.dem_m is None) != (cs.dem_m is None):
+            raise ValueError(f"unlabelled world {name}: not cropped from the same channels as the crater set")
+        craters = other.craters.copy()
+        craters[OTHER_WORLD_COLUMN] = str(name)
+        if "age_class" in craters.columns:
+            craters["age_class"] = None  # the labels never travel: no code path can read them
+        parts.append(dataclasses.replace(other, craters=craters, labels=np.full(len(other), -1, dtype=np.int64)))
+    own = cs.craters.copy()
+    if OTHER_WORLD_COLUMN not in own.columns:
+        own[OTHER_WORLD_COLUMN] = ""
+    frames = [own] + [p.craters for p in parts[1:]]
+
+    def cat(arrays):
+        return None if arrays[0] is None else np.concatenate(arrays)
+
+    return CraterSet(
+        craters=pd.concat(frames, ignore_index=True), dom=cat([p.dom for p in parts]),
+        dem_m=cat([p.dem_m for p in parts]), valid=np.concatenate([p.valid for p in parts]),
+        reasons=[r for p in parts for r in p.reasons],
+        attributes=pd.concat([p.attributes for p in parts], ignore_index=True), schema=cs.schema,
+        labels=np.concatenate([p.labels for p in parts]), crop_settings=dict(cs.crop_settings),
+        sources=dict(cs.sources, unlabelled_worlds=[str(n) for n in others]))
 
 
 def build_crater_set(craters: pd.DataFrame, *, dom_path=None, dem_path=None, units=None, size_px: int = 64,

@@ -28,8 +28,8 @@ from age_net.metrics import classification_metrics, plot_confusion, plot_reliabi
 from age_net.model import AgeNet
 from etl.age_classes import NUM_AGE_CLASSES
 
-__all__ = ["AgeTrainer", "CHECKPOINT_FORMAT", "Split", "ema_update", "fit_temperature", "label_subset", "model_name",
-           "run_trials", "sigmoid_rampup", "softmax_mse", "spatial_split"]
+__all__ = ["AgeTrainer", "CHECKPOINT_FORMAT", "Split", "check_unlabelled_worlds", "ema_update", "fit_temperature",
+           "label_subset", "model_name", "run_trials", "sigmoid_rampup", "softmax_mse", "spatial_split"]
 
 CHECKPOINT_FORMAT = "deepcraters.age_net"
 CHECKPOINT_VERSION = 1
@@ -105,14 +105,22 @@ class Split:
 
 def make_split(cs: CraterSet, cfg, seed: int) -> Split:
     """The trial's spatial split of ``cs``: only measurable craters; unlabelled craters (no
-    class) join the unlabelled pool when they lie in training blocks."""
-    where = spatial_split(cs.craters["lon"], cs.craters["lat"], block_deg=cfg.DATA.BLOCK_DEG,
-                          val_fraction=cfg.DATA.VAL_FRACTION, test_fraction=cfg.DATA.TEST_FRACTION, seed=seed,
-                          count=(cs.labels >= 0) & cs.valid)
+    class) join the unlabelled pool when they lie in training blocks. Craters of other worlds
+    (``age_net.data.append_unlabelled``) are left out of the blocks, so the split of the crater
+    set's own world is the same with or without them, and all join the unlabelled pool."""
+    other = cs.other_world
+    if (cs.labels[other] >= 0).any():
+        raise ValueError("craters of another world carry labels: they may only be unlabelled data")
+    own = np.flatnonzero(~other)
+    where = np.full(len(cs), "other", dtype=object)
+    where[own] = spatial_split(cs.craters["lon"].to_numpy()[own], cs.craters["lat"].to_numpy()[own],
+                               block_deg=cfg.DATA.BLOCK_DEG, val_fraction=cfg.DATA.VAL_FRACTION,
+                               test_fraction=cfg.DATA.TEST_FRACTION, seed=seed,
+                               count=((cs.labels >= 0) & cs.valid)[own])
     labelled = (cs.labels >= 0) & cs.valid
     train_all = np.flatnonzero(labelled & (where == "train"))
     train = label_subset(cs.labels, train_all, cfg.DATA.LABEL_FRACTION, seed)
-    unlabelled = np.setdiff1d(np.flatnonzero(cs.valid & (where == "train")), train)
+    unlabelled = np.setdiff1d(np.flatnonzero(cs.valid & ((where == "train") | other)), train)
     return Split(train=train, unlabelled=unlabelled, val=np.flatnonzero(labelled & (where == "val")),
                  test=np.flatnonzero(labelled & (where == "test")))
 
@@ -632,6 +640,44 @@ def crater_set_from_sources(cfg, *, world=None, catalogue=None, dom=None, dem=No
     return cs
 
 
+def _world_identity(world: str | Path) -> tuple[str, str]:
+    """What makes a synthetic world the same world wherever it lies: the generator's parameters
+    (``world.json``, seed included) and the bytes of its catalogue ('' where a file is absent)."""
+    import hashlib
+
+    world = Path(world)
+    params = ""
+    if (world / "world.json").exists():
+        params = json.dumps(json.loads((world / "world.json").read_text()).get("params", {}), sort_keys=True)
+    cat = world / "catalogue.csv"
+    digest = hashlib.sha256(cat.read_bytes()).hexdigest() if cat.exists() else ""
+    return params, digest
+
+
+def check_unlabelled_worlds(unlabelled_worlds, *, world=None, test_world=None) -> list[Path]:
+    """The worlds whose craters are extra unlabelled data, refused (ValueError) when one of them is
+    the world under training or the test world: the same directory, the same generator parameters
+    (the same world written elsewhere), or the same catalogue. Training on the test world's craters,
+    even without their labels, would leak it into the model that is evaluated there."""
+    out = []
+    forbidden = {"the test world (--test-world)": test_world, "the training world (--world)": world}
+    for w in unlabelled_worlds or []:
+        w = Path(w)
+        if not (w / "catalogue.csv").exists():
+            raise ValueError(f"unlabelled world {w}: no catalogue.csv (a 'deepcraters synth' directory is needed)")
+        params, digest = _world_identity(w)
+        for what, other in forbidden.items():
+            if other is None:
+                continue
+            o_params, o_digest = _world_identity(other)
+            if w.resolve() == Path(other).resolve() or (params and params == o_params) or digest == o_digest:
+                raise ValueError(f"unlabelled world {w} is {what} {other}: its craters may not be training data")
+        if any(w.resolve() == q.resolve() for q in out):
+            raise ValueError(f"unlabelled world {w} given twice")
+        out.append(w)
+    return out
+
+
 def add_context_options(parser) -> None:
     """The inputs of ``ATTRIBUTES.CONTEXT`` (``--albedo``, ``--context-craters``), shared by training and
     ``deepcraters ages``: the parts themselves come from the config (the model's, at prediction)."""
@@ -667,6 +713,10 @@ def build_parser():
     p.add_argument("--units", default=None, help="geologic units: a world directory, units GeoTIFF or label-point CSV")
     p.add_argument("--unlabelled", default=None, help="extra craters without labels (atlas .gpkg or table) for "
                                                       "Mean Teacher")
+    p.add_argument("--unlabelled-world", action="append", default=[], metavar="DIR",
+                   help="another synthetic world whose craters (catalogue positions, labels dropped) are extra "
+                        "unlabelled data for Mean Teacher, measured on that world's own mosaics; repeatable; "
+                        "refused when it is the training or the test world")
     p.add_argument("--test-world", default=None, help="a synthetic world the model never trains on: every "
                                                       "labelled crater is also evaluated there ('unseen')")
     p.add_argument("--assume-crs", default=None, help="lunar CRS for mosaics that lack one")
@@ -690,6 +740,13 @@ def main(argv=None) -> int:
                                  units=args.units, unlabelled=args.unlabelled, assume_crs=args.assume_crs,
                                  cache_dir=out, albedo=args.albedo, context_craters=args.context_craters,
                                  progress=progress)
+    worlds = check_unlabelled_worlds(args.unlabelled_world, world=args.world, test_world=args.test_world)
+    if worlds:
+        from age_net.data import append_unlabelled
+
+        cs = append_unlabelled(cs, {str(w): crater_set_from_sources(cfg, world=w, cache_dir=out, progress=progress)
+                                    for w in worlds})
+        print(f"{int(cs.other_world.sum())} craters of {len(worlds)} other world(s) added as unlabelled data")
     extra = {}
     if args.test_world:
         # Another world: its own DOM is the albedo, its own catalogue the crater table.

@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""Mean Teacher against supervised training with 10 % of the labels on the synthetic worlds: the grid
+of settings (fixed before its results), the commands that train it, and the table it gives.
+
+Each method's setting is chosen on the validation blocks only (mean val accuracy over its grid rows);
+the test blocks and the unseen world are then read once, and the two chosen rows are compared trial
+by trial (the same seeds, hence the same spatial split and the same labelled craters).
+
+    python benchmarks/age_mean_teacher_grid.py commands --worlds /tmp/ages --runs /tmp/ages/runs   # print them
+    python benchmarks/age_mean_teacher_grid.py collect --runs /tmp/ages/runs \\
+        --out benchmarks/results/age_synthetic_v5_10pct.json
+
+``--worlds`` holds ``w0`` (trained on), ``w7`` (the unseen world) and ``w1``, ``w2``, ``w3`` (extra
+unlabelled craters), each ``deepcraters synth --out DIR/wS --size 2048 --seed S --quiet``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SIG = "configs/age_net/agenet_attr_sigma_cpu.yaml"
+V4 = "configs/age_net/agenet_R18_S32_cpu.yaml"
+MT_V4 = "configs/age_net/agenet_mt_R18_S32_cpu.yaml"
+COMMON = "DATA.LABEL_FRACTION 0.1 TRIALS 5"
+# Mean Teacher as Tarvainen & Valpola (2017): EMA 0.99 during the ramp-up, 0.999 after; three
+# unlabelled crops to each labelled one, so that both methods see 128 labelled crops per step.
+MT = ("MEAN_TEACHER.ENABLED True SOLVER.BATCH_SIZE 512 MEAN_TEACHER.UNLABELLED_FRACTION 0.75 "
+      "MEAN_TEACHER.CONSISTENCY_WEIGHT 10.0 MEAN_TEACHER.EMA_DECAY 0.99 MEAN_TEACHER.EMA_DECAY_AFTER_RAMPUP 0.999")
+OTHER_WORLDS = ("w1", "w2", "w3")
+V4_SEL = "ATTRIBUTES.USE \"['native_*','strat_*']\""
+
+#: name -> (part, method, config file, options, uses the other worlds' craters). "fixed": the
+#: comparison of attribute definitions version 4's chosen settings; "grid" and "round2" compete on val;
+#: "reference": all the labels, the most that any use of the unlabelled craters could give back.
+GRID = {
+    "fixed_sup": ("fixed", "supervised", V4, "MODEL.MODE attributes SOLVER.MAX_ITER 1000 SOLVER.BASE_LR 0.003 "
+                  "SOLVER.BATCH_SIZE 128 INPUT.ATTRIBUTE_NOISE_STD 0.05 " + V4_SEL, False),
+    "fixed_mt": ("fixed", "mean_teacher", MT_V4, "MODEL.MODE attributes SOLVER.MAX_ITER 1000 SOLVER.BASE_LR 0.003 "
+                 "SOLVER.BATCH_SIZE 512 MEAN_TEACHER.UNLABELLED_FRACTION 0.75 INPUT.ATTRIBUTE_NOISE_STD 0.05 "
+                 + V4_SEL + " MEAN_TEACHER.RAMPUP_ITERS 400 MEAN_TEACHER.CONSISTENCY_WEIGHT 10.0 "
+                 "MEAN_TEACHER.EMA_DECAY 0.99 MEAN_TEACHER.EMA_DECAY_AFTER_RAMPUP 0.999", False),
+    # The ceiling: every training label, the same splits (a later DATA.LABEL_FRACTION overrides COMMON's).
+    "full_labels": ("reference", "supervised", SIG, "DATA.LABEL_FRACTION 1.0", False),
+    "S1": ("grid", "supervised", SIG, "SOLVER.MAX_ITER 1000 SOLVER.BATCH_SIZE 128", False),
+    "S2": ("grid", "supervised", SIG, "SOLVER.MAX_ITER 3000 SOLVER.BATCH_SIZE 128", False),
+    "S3": ("grid", "supervised", SIG, "SOLVER.MAX_ITER 1000 SOLVER.BATCH_SIZE 128 SOLVER.CLASS_BALANCE none", False),
+    "S4": ("grid", "supervised", SIG, "SOLVER.MAX_ITER 1000 SOLVER.BATCH_SIZE 128 MODEL.DROPOUT 0.5", False),
+    "S5": ("grid", "supervised", SIG, "SOLVER.MAX_ITER 1000 SOLVER.BATCH_SIZE 128 INPUT.ATTRIBUTE_NOISE_STD 0.15",
+           False),
+    "M1": ("grid", "mean_teacher", SIG, "SOLVER.MAX_ITER 1000 MEAN_TEACHER.RAMPUP_ITERS 400 " + MT, False),
+    "M2": ("grid", "mean_teacher", SIG, "SOLVER.MAX_ITER 1000 MEAN_TEACHER.RAMPUP_ITERS 400 " + MT, True),
+    "M3": ("grid", "mean_teacher", SIG, "SOLVER.MAX_ITER 3000 MEAN_TEACHER.RAMPUP_ITERS 1200 " + MT, True),
+    "M4": ("grid", "mean_teacher", SIG, "SOLVER.MAX_ITER 1000 MEAN_TEACHER.RAMPUP_ITERS 400 " + MT
+           + " SOLVER.CLASS_BALANCE none", True),
+    "M5": ("grid", "mean_teacher", SIG, "SOLVER.MAX_ITER 1000 MEAN_TEACHER.RAMPUP_ITERS 400 " + MT
+           + " MODEL.DROPOUT 0.5", True),
+    "M6": ("grid", "mean_teacher", SIG, "SOLVER.MAX_ITER 1000 MEAN_TEACHER.RAMPUP_ITERS 400 " + MT
+           + " INPUT.ATTRIBUTE_NOISE_STD 0.15", True),
+    # Round 2: each method's levers that raised its val accuracy over its grid base (S1, M2), together.
+    "S23": ("round2", "supervised", SIG, "SOLVER.MAX_ITER 3000 SOLVER.BATCH_SIZE 128 SOLVER.CLASS_BALANCE none",
+            False),
+}
+
+
+def command(name: str, worlds: str, runs: str) -> str:
+    _, _, config, options, other = GRID[name]
+    extra = "".join(f" --unlabelled-world {worlds}/{w}" for w in OTHER_WORLDS) if other else ""
+    return (f"python tools/train_age_net.py --config-file {config} --world {worlds}/w0 --test-world {worlds}/w7"
+            f"{extra} --quiet OUTPUT_DIR {runs}/{name} {COMMON} {options}")
+
+
+def _stats(values) -> dict:
+    v = np.asarray(values, dtype=float)
+    return {"mean": round(float(v.mean()), 4), "std": round(float(v.std(ddof=1)), 4) if len(v) > 1 else 0.0,
+            "per_trial": [round(float(x), 4) for x in v]}
+
+
+def run_row(name: str, run_dir: Path) -> dict | None:
+    summary = run_dir / "summary.json"
+    if not summary.exists():
+        return None
+    s = json.loads(summary.read_text())
+    trials = s["trials"]
+    part, method, config, options, other = GRID[name]
+    row = {"part": part, "method": method, "config_file": config, "options": options,
+           "unlabelled_worlds": list(OTHER_WORLDS) if other else [], "model": s["model"],
+           "config_hash": s["config_hash"], "seeds": [t["seed"] for t in trials],
+           "n_labelled": [t["n_train"] for t in trials], "n_unlabelled": [t["n_unlabelled"] for t in trials],
+           "train_seconds": [round(t["train_seconds"], 1) for t in trials]}
+    for split in ("val", "test", "unseen"):
+        row[split] = {"accuracy": _stats([t[split]["accuracy"] for t in trials]),
+                      "macro_f1": _stats([t[split]["macro_f1"] for t in trials])}
+    return row
+
+
+def paired(a: dict, b: dict) -> dict:
+    """b minus a, trial by trial (same seeds), in accuracy points."""
+    if a["seeds"] != b["seeds"]:
+        raise ValueError("the two rows were trained on different seeds: not paired")
+    out = {}
+    for split in ("val", "test", "unseen"):
+        d = 100.0 * (np.asarray(b[split]["accuracy"]["per_trial"]) - np.asarray(a[split]["accuracy"]["per_trial"]))
+        out[split] = {"mean_points": round(float(d.mean()), 2), "std_points": round(float(d.std(ddof=1)), 2),
+                      "per_trial_points": [round(float(x), 2) for x in d], "ahead": int((d > 0).sum()),
+                      "trials": len(d)}
+    return out
+
+
+def collect(runs: Path) -> dict:
+    rows = {n: r for n in GRID if (r := run_row(n, runs / n)) is not None}
+    result = {
+        "what": "10 % of the training labels, attribute definitions version 5: supervised against Mean Teacher "
+                "on the seed-0 synthetic world (test = whole 1-degree blocks) and the unseen seed-7 world; "
+                "settings chosen on the validation blocks only",
+        "worlds": "deepcraters synth --out DIR/wS --size 2048 --seed S --quiet for S in 0 (trained on), 7 (unseen), "
+                  "1, 2, 3 (extra unlabelled craters, labels dropped, --unlabelled-world)",
+        "command": "python tools/train_age_net.py --config-file CONFIG --world WORLDS/w0 --test-world WORLDS/w7 "
+        "[--unlabelled-world WORLDS/w1 ...] --quiet OUTPUT_DIR RUNS/NAME " + COMMON + " OPTIONS",
+        "runs": rows,
+    }
+    if "fixed_sup" in rows and "fixed_mt" in rows:
+        result["fixed_comparison"] = paired(rows["fixed_sup"], rows["fixed_mt"])
+    chosen = {}
+    for method in ("supervised", "mean_teacher"):
+        cands = {n: r for n, r in rows.items() if r["part"] in ("grid", "round2") and r["method"] == method}
+        if cands:
+            chosen[method] = max(cands, key=lambda n: cands[n]["val"]["accuracy"]["mean"])
+    result["chosen_on_val"] = chosen
+    if len(chosen) == 2:
+        result["chosen_comparison"] = paired(rows[chosen["supervised"]], rows[chosen["mean_teacher"]])
+        if "full_labels" in rows:  # what the labels left out are worth on the same splits
+            result["full_labels_over_chosen_supervised"] = paired(rows[chosen["supervised"]], rows["full_labels"])
+        result["goal_met"] = bool(result["chosen_comparison"]["test"]["mean_points"] >= 3.0
+                                  and result["chosen_comparison"]["unseen"]["mean_points"] >= 3.0)
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("commands", help="print the training command of every grid row")
+    c.add_argument("--worlds", default="/tmp/ages")
+    c.add_argument("--runs", default="/tmp/ages/runs")
+    c.add_argument("names", nargs="*", help="rows (default: all)")
+    k = sub.add_parser("collect", help="the table of the finished runs, the choice on val, paired differences")
+    k.add_argument("--runs", type=Path, default=Path("/tmp/ages/runs"))
+    k.add_argument("--out", type=Path, default=None)
+    k.add_argument("--val-only", action="store_true", help="print only the val accuracies (while choosing)")
+    args = p.parse_args(argv)
+    if args.what == "commands":
+        for n in args.names or GRID:
+            print(command(n, args.worlds, args.runs))
+        return 0
+    res = collect(args.runs)
+    for n, r in res["runs"].items():
+        line = f"{n:10s} {r['method']:13s} val {r['val']['accuracy']['mean']:.3f}"
+        if not args.val_only:
+            line += (f"  test {r['test']['accuracy']['mean']:.3f} +- {r['test']['accuracy']['std']:.3f}"
+                     f"  unseen {r['unseen']['accuracy']['mean']:.3f} +- {r['unseen']['accuracy']['std']:.3f}")
+        print(line)
+    print("chosen on val:", res["chosen_on_val"])
+    if not args.val_only:
+        for key in ("fixed_comparison", "chosen_comparison"):
+            if key in res:
+                print(key, json.dumps({s: {k: v for k, v in d.items() if k != "trials"} for s, d in res[key].items()}))
+    if args.out:
+        args.out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
