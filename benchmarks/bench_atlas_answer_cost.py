@@ -9,7 +9,8 @@ cache, as a load leaves it). At each of ``--places`` random places it times, in 
   TIMING OFF), every page a buffer hit;
 - ``transfer``: the same rows, already computed and held in a temporary table, sent by the
   same binary COPY into the same client buffer (the wire, libpq and psycopg2; no search);
-- ``parse``: the client turning those bytes into the DataFrame;
+- ``parse``: the client turning those bytes into the DataFrame, nearest first (the API sends
+  the unordered search and sorts its rows itself);
 - ``copy_out``: the server writing the same binary COPY to ``/dev/null`` (a server-side file:
   a superuser or ``pg_write_server_files``; left out elsewhere), the server's share of
   ``transfer`` (its binary output functions, one value at a time), not part of the floor.
@@ -67,11 +68,11 @@ def measure(conn, lons, lats, radius_km: float) -> dict[str, list[float]]:
         t0 = time.perf_counter()
         df = Q.craters_within(conn, lon, lat, radius_km)
         out["api"].append(time.perf_counter() - t0)
-        cur.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + Q.CRATERS_WITHIN_SQL, params)
+        cur.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + Q.CRATERS_WITHIN_UNORDERED_SQL, params)
         plan = cur.fetchone()[0][0]
         out["server"].append((plan["Planning Time"] + plan["Execution Time"]) / 1e3)
         cur.execute("DROP TABLE IF EXISTS pg_temp.answer")
-        cur.execute("CREATE TEMP TABLE answer AS " + Q.CRATERS_WITHIN_SQL, params)
+        cur.execute("CREATE TEMP TABLE answer AS " + Q.CRATERS_WITHIN_UNORDERED_SQL, params)
         _copy(cur, b"COPY answer TO STDOUT WITH (FORMAT binary)")  # its pages, once
         buf, dt = _copy(cur, b"COPY answer TO STDOUT WITH (FORMAT binary)")
         out["transfer"].append(dt)
@@ -80,7 +81,7 @@ def measure(conn, lons, lats, radius_km: float) -> dict[str, list[float]]:
             cur.execute("COPY answer TO '/dev/null' WITH (FORMAT binary)")
             out["copy_out"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        parsed = Q._parse_search_rows(buf.getbuffer(), Q._SEARCH_TEXT, _FLOATS)
+        parsed = Q._parse_search_rows(buf.getbuffer(), Q._SEARCH_TEXT, _FLOATS, Q._NEAREST_FIRST)
         out["parse"].append(time.perf_counter() - t0)
         assert len(parsed) == len(df)
         out["rows"].append(len(df))

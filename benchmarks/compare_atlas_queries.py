@@ -11,8 +11,9 @@ At each of ``--places`` random places it runs a radius (``--radius-km``), polygo
 (``--polygon-deg``, the irregular 6-gons of ``bench_atlas_db.py``) and k = 10 nearest search
 with each version, which goes first alternating from place to place, and records for each:
 ``client``, from call to DataFrame through ``atlas_db.queries``' binary COPY path (the
-working tree's client code for both, so only the SQL differs), and ``server``, PostgreSQL's
-planning + execution of the same statement (EXPLAIN ANALYZE, TIMING OFF). Printed and in the
+working tree's client code for both: for new the API function itself, which may sort the rows
+of an unordered search, for old the old statement's rows as they come), and ``server``,
+PostgreSQL's planning + execution of the statement each sends (EXPLAIN ANALYZE, TIMING OFF). Printed and in the
 JSON: p50 / p95 of each, and the median over places of new / old.
 
 Answers: new must return the same rows in the same order with the same lon, lat, diameter and
@@ -78,7 +79,9 @@ def old_sql(revision: str) -> tuple[str, dict[str, str]]:
     return sql, statements
 
 
-NEW_SQL = {"radius": Q.CRATERS_WITHIN_SQL, "polygon": Q.CRATERS_IN_REGION_SQL, "nearest": Q.NEAREST_CRATERS_SQL}
+# What the working tree's API sends (radius and polygon: the unordered searches, sorted by the client).
+NEW_SQL = {"radius": Q.CRATERS_WITHIN_UNORDERED_SQL, "polygon": Q.CRATERS_IN_REGION_UNORDERED_SQL,
+           "nearest": Q.NEAREST_CRATERS_SQL}
 
 
 def _params(kind: str, lon: float, lat: float, poly: str, radius_km: float) -> dict:

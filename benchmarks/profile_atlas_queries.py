@@ -87,7 +87,8 @@ def _variants(cur) -> dict[str, tuple[str, str]]:
                ("OR a.run_name = run", "OR a.run_id::text = run")]
     edits = {
         "installed": [],
-        "no_order_by": [("ORDER BY 7, 1, 2", ""), ("ORDER BY 1, 2", "")],
+        "no_order_by": [("ORDER BY 7, 1, 2", ""), ("ORDER BY 1, 2", ""),  # before the COLLATE "C" order
+                        ('ORDER BY 7, s.run_name COLLATE "C", 2', ""), ('ORDER BY a.run_name COLLATE "C", 2', "")],
         "no_view_join": no_view,
         "nested_loop_join": [(" SET enable_nestloop TO 'off'", "")],
         "haversine_test": [("s.chord2 <= chord2_in\n      OR (s.chord2 <= chord2_out AND ", "("), ],

@@ -374,3 +374,43 @@ def test_radius_and_nearest_distances_far_across_the_moon(world):
     assert len(got) == len(atlas)
     far = Q.nearest_craters(conn, 180.0 - 45.0, 30.0, k=3, run=world["run"])  # the antipode of (-45, -30)
     np.testing.assert_allclose(far["distance_km"], np.sort(_dist_km(atlas, 135.0, 30.0))[:3], rtol=1e-9, atol=1e-6)
+
+
+def test_api_orders_unordered_searches_as_the_sql_functions_do(atlas_engine):
+    """The API sorts the rows of the unordered radius and region searches itself (numpy): row
+    for row the answer of the ordered SQL functions, also where only the tie-breaks decide:
+    craters at one place in three runs (equal distances: run names byte by byte, 'ä' after
+    'b', a prefix first) and at one place within a run (crater ids byte by byte), through the
+    record-array path (one run, ids of one length) and the row-walking path (mixed lengths)."""
+    tag = uuid.uuid4().hex[:8]
+    runs = [f"tie-{tag}-b", f"tie-{tag}-\u00e4", f"tie-{tag}"]
+    cat = synthetic_catalogue(300, seed=14)
+    cat["lon"], cat["lat"] = cat["lon"] * 0.01 - 77.0, cat["lat"] * 0.01 + 41.0  # within 50 km of (-77, 41)
+    twice = cat.iloc[:40].assign(diameter_km=lambda d: d["diameter_km"] * 1.5)  # other ids, the same places
+    cat = pd.concat([cat, twice], ignore_index=True)  # 40 places held twice in each run
+    for i, run in enumerate(runs):
+        atlas = synthetic_atlas(len(cat), run, seed=14, catalogue=cat)
+        if i == 1:  # ids of mixed lengths, non-ASCII, some a prefix of another
+            atlas["crater_id"] = [f"c{j}" if j % 4 else f"c{j}\u00e4" for j in range(len(atlas))]
+        load_atlas_frame(atlas, atlas_provenance(run), engine=atlas_engine)
+    ordered_within = "SELECT * FROM deepcraters_craters_within(%(lon)s, %(lat)s, %(radius_km)s, %(run)s)"
+    ordered_region = ("SELECT * FROM deepcraters_craters_in_region(ST_GeomFromText(%(region)s, 104903), %(run)s)")
+    box = (-79.0, 40.0, -75.0, 42.0)
+    with atlas_engine.connect() as conn:
+        for run in (runs[0], runs[1], None):
+            params = {"lon": -77.0, "lat": 41.0, "radius_km": 100.0, "run": run}
+            got = Q.craters_within(conn, -77.0, 41.0, 100.0, run=run)
+            want = Q._frame(conn, ordered_within, params)
+            got, want = (f[f["run_name"].isin(runs)].reset_index(drop=True) for f in (got, want))
+            assert len(got) == (len(cat) if run else 3 * len(cat))
+            assert got["distance_km"].duplicated().sum() >= (40 if run else 2 * len(cat))  # ties to break
+            pd.testing.assert_frame_equal(got, want)
+            got = Q.craters_in_box(conn, *box, run=run)
+            want = Q._frame(conn, ordered_region, {"region": Q.box_wkt(*box), "run": run})
+            got, want = (f[f["run_name"].isin(runs)].reset_index(drop=True) for f in (got, want))
+            assert len(got) == len(want) == (len(cat) if run else 3 * len(cat))
+            pd.testing.assert_frame_equal(got, want)
+        both = Q.craters_within(conn, -77.0, 41.0, 100.0)
+        both = both[both["run_name"].isin(runs)]
+        first = both.drop_duplicates(["lon", "lat"])  # each place's first row: the byte-wise smallest run name
+        assert set(first["run_name"]) == {runs[2]}
