@@ -175,6 +175,18 @@ def atlas(args, cfg, weights: Path | None, box_text: str, out: Path, predictor=N
     return found
 
 
+def verifier_mismatch(verifier, tta: list[str]) -> str | None:
+    """Why ``verifier`` does not fit atlases made with these test-time views (None when it does): it
+    learnt the weight of the detector's score from atlases of the views in its notes, and the mean
+    over several views is another score (lower for a crater that one view misses)."""
+    fitted = (verifier.notes.get("detector") or {}).get("tta")
+    if fitted is None or list(fitted) == list(tta):
+        return None
+    return (f"the verifier was fitted on atlases with test-time views {list(fitted) or 'none'}, these atlases use "
+            f"{list(tta) or 'none'}: give --tta {','.join(fitted) or 'none'}, or fit it with "
+            f"benchmarks/lola_verifier.py --tta {','.join(tta) or 'none'}")
+
+
 def atlas_features(args, frame, settings, atlas_path: Path):
     """``etl.verifier`` features of an atlas's detections, cached beside the atlas (per settings)."""
     import hashlib
@@ -242,6 +254,10 @@ def main(argv=None) -> int:
         from etl.verifier import CraterVerifier, rescore
 
         verifier = CraterVerifier.load(args.verifier)
+        why = verifier_mismatch(verifier, [] if args.replay else tta)
+        if why:
+            print(f"eval_lola: {why}", file=sys.stderr)
+            return 2
 
     def verified(frame, path: Path):
         """The atlas re-scored by the verifier (the detector's score kept as detector_score)."""

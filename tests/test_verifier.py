@@ -120,3 +120,24 @@ def test_basin_flag_and_candidate_floor(world):
     assert verifier_features(low, path, settings=settings)["in_large_basin"].sum() == 0
     model = CraterVerifier.fit(pd.concat([f.iloc[:3]] * 2), [1, 0, 1, 0, 1, 0], settings=settings)
     assert rescore(table, model, f)["score"].iloc[3] == 0.0
+
+
+def test_eval_lola_refuses_a_verifier_fitted_on_other_test_time_views():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_lola.py"
+    spec = importlib.util.spec_from_file_location("eval_lola", script)
+    eval_lola = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_lola)
+    x = pd.DataFrame(np.random.default_rng(0).normal(size=(40, len(FEATURES))), columns=list(FEATURES))
+    model = CraterVerifier.fit(x, np.arange(40) % 2)
+    model.notes = {"detector": {"tta": []}}
+    assert eval_lola.verifier_mismatch(model, []) is None
+    why = eval_lola.verifier_mismatch(model, ["hflip", "vflip", "rot90"])
+    assert "none" in why and "--tta none" in why
+    model.notes = {"detector": {"tta": ["hflip", "vflip", "rot90"]}}
+    assert eval_lola.verifier_mismatch(model, ["hflip", "vflip", "rot90"]) is None
+    assert "--tta hflip,vflip,rot90" in eval_lola.verifier_mismatch(model, [])
+    model.notes = {}  # a verifier saved without notes: nothing to check against
+    assert eval_lola.verifier_mismatch(model, ["hflip"]) is None
