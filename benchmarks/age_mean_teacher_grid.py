@@ -136,6 +136,17 @@ def collect(runs: Path) -> dict:
             result["full_labels_over_chosen_supervised"] = paired(rows[chosen["supervised"]], rows["full_labels"])
         result["goal_met"] = bool(result["chosen_comparison"]["test"]["mean_points"] >= 3.0
                                   and result["chosen_comparison"]["unseen"]["mean_points"] >= 3.0)
+        # Mean Teacher with each unlabelled pool, each chosen on val within its own rows, against the
+        # same chosen supervised row: what the other worlds' craters add.
+        by_pool = {}
+        for pool, other in (("training_world_only", False), ("with_other_worlds", True)):
+            cands = {n: r for n, r in rows.items() if r["part"] in ("grid", "round2")
+                     and r["method"] == "mean_teacher" and bool(r["unlabelled_worlds"]) == other}
+            if cands:
+                best = max(cands, key=lambda n: cands[n]["val"]["accuracy"]["mean"])
+                by_pool[pool] = {"chosen_on_val": best,
+                                 "over_chosen_supervised": paired(rows[chosen["supervised"]], rows[best])}
+        result["mean_teacher_by_unlabelled_pool"] = by_pool
     return result
 
 
@@ -164,9 +175,12 @@ def main(argv=None) -> int:
         print(line)
     print("chosen on val:", res["chosen_on_val"])
     if not args.val_only:
-        for key in ("fixed_comparison", "chosen_comparison"):
+        for key in ("fixed_comparison", "chosen_comparison", "full_labels_over_chosen_supervised"):
             if key in res:
                 print(key, json.dumps({s: {k: v for k, v in d.items() if k != "trials"} for s, d in res[key].items()}))
+        for pool, d in res.get("mean_teacher_by_unlabelled_pool", {}).items():
+            print(pool, d["chosen_on_val"], json.dumps({s: {k: v for k, v in x.items() if k != "trials"}
+                                                        for s, x in d["over_chosen_supervised"].items()}))
     if args.out:
         args.out.write_text(json.dumps(res, indent=1) + "\n")
         print(f"wrote {args.out}")
