@@ -84,7 +84,8 @@ def _variants(cur) -> dict[str, tuple[str, str]]:
         defs[kind] = (sig.split("(")[0], cur.fetchone()[0])
     no_view = [("FROM crater_atlas a", "FROM craters a"),
                ("a.run_name, a.crater_id", "a.run_id::text AS run_name, a.crater_id"),
-               ("OR a.run_name = run", "OR a.run_id::text = run")]
+               ("OR a.run_name = run", "OR a.run_id::text = run"),
+               ('ORDER BY a.run_name COLLATE "C"', 'ORDER BY a.run_id::text COLLATE "C"')]
     edits = {
         "installed": [],
         "no_order_by": [("ORDER BY 7, 1, 2", ""), ("ORDER BY 1, 2", ""),  # before the COLLATE "C" order
