@@ -89,11 +89,13 @@ def _sort_order(keys: list[np.ndarray]) -> np.ndarray:
     of the searches does: floats by value, texts as numpy bytes (``S``) of their UTF-8, which
     order byte by byte, unsigned, a prefix first: ``COLLATE "C"``. (Bytes padded to the
     column's width with NULs order the same: a text holds no NUL.) The usual answer takes one
-    stable sort of one key: a text key that is one value throughout (one run) is skipped, and
-    the rest only break ties of the first."""
+    sort of one key: a text key that is one value throughout (one run) is skipped, and the rest
+    only break ties of the first, sorted together when there are any (numpy's default sort, not
+    stable, 0.23x the time of its stable sort of 2,078 distances: the keys together are unique,
+    a run's crater ids too)."""
     if len(keys) > 1 and keys[0].dtype.kind == "S" and (keys[0] == keys[0][0]).all():
         keys = keys[1:]
-    order = np.argsort(keys[0], kind="stable")
+    order = np.argsort(keys[0])
     first = keys[0][order]
     if len(keys) > 1 and (first[1:] == first[:-1]).any():
         order = np.lexsort(keys[::-1])
@@ -130,13 +132,14 @@ def _parse_search_rows(raw, texts: tuple[str, ...], floats: tuple[str, ...],
             rec = None
     out: dict = {}
     if rec is not None:
-        if order:
-            rec = rec[_sort_order([rec[k].astype(np.float64) if k in floats else rec[k] for k in order])]
-        for name in texts:
-            out[name] = _fixed_width_strings(rec[name])
         for name in floats:
             out[name] = rec[name].astype(np.float64)
-        return pd.DataFrame(out)
+        texts_of = {name: rec[name] for name in texts}
+        if order:  # each column gathered on its own (numpy's take of whole records is 7x slower)
+            rows = _sort_order([out[k] if k in floats else texts_of[k] for k in order])
+            out = {name: values[rows] for name, values in out.items()}
+            texts_of = {name: values[rows] for name, values in texts_of.items()}
+        return pd.DataFrame({**{name: _fixed_width_strings(texts_of[name]) for name in texts}, **out})
     # Texts of varying lengths: find each row's float block, then gather them in one step.
     data = bytes(body)
     starts, columns = [], {name: [] for name in texts}
