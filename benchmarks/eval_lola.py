@@ -187,8 +187,9 @@ def verifier_mismatch(verifier, tta: list[str]) -> str | None:
             f"benchmarks/lola_verifier.py --tta {','.join(tta) or 'none'}")
 
 
-def atlas_features(args, frame, settings, atlas_path: Path):
-    """``etl.verifier`` features of an atlas's detections, cached beside the atlas (per settings)."""
+def atlas_features(args, frame, settings, atlas_path: Path, measure=None, tag: str = ""):
+    """``etl.verifier`` features of an atlas's detections, cached beside the atlas (per settings and
+    ``tag``, which must name the ``measure`` mask when one is given)."""
     import hashlib
     from dataclasses import asdict
 
@@ -197,11 +198,12 @@ def atlas_features(args, frame, settings, atlas_path: Path):
     from etl.verifier import FEATURE_SCHEMA, verifier_features
 
     key = hashlib.sha256(json.dumps([asdict(settings), FEATURE_SCHEMA.version], sort_keys=True).encode()).hexdigest()
-    path = atlas_path.with_name(f"{atlas_path.stem}_verifier_features_{key[:10]}.parquet")
+    path = atlas_path.with_name(f"{atlas_path.stem}_verifier_features_{key[:10]}{tag}.parquet")
     if path.is_file():
         return pd.read_parquet(path)
     t0 = time.time()
-    features = verifier_features(frame, args.lola / "dem.tif", settings=settings, progress=not args.quiet)
+    features = verifier_features(frame, args.lola / "dem.tif", settings=settings, measure=measure,
+                                 progress=not args.quiet)
     print(f"verifier features of {len(frame)} detections ({atlas_path.name}) in {time.time() - t0:.0f} s")
     features.to_parquet(path)
     return features

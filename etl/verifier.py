@@ -110,11 +110,13 @@ def _one(crops: CraterCrops, i: int) -> CraterCrops:
 
 
 def verifier_features(detections: pd.DataFrame, dem_path, *, settings: VerifierSettings = VerifierSettings(),
-                      progress: bool = False) -> pd.DataFrame:
+                      measure: np.ndarray | None = None, progress: bool = False) -> pd.DataFrame:
     """:data:`FEATURES` of every detection (columns lon, lat in degrees, diameter_km, score), same
     index and order; measured values NaN where the crop is not valid and for detections scored under
     ``settings.min_detector_score`` (not measured). ``detections`` should be a whole atlas
-    (``in_large_basin`` looks for basins among its rows)."""
+    (``in_large_basin`` looks for basins among its rows). ``measure`` (bool per row, optional):
+    measure only these rows (e.g. a sample to fit on; a crop costs ~0.1 s), the others as if
+    under the score floor; the basin flag still sees every row."""
     lon = detections["lon"].to_numpy(float)
     lat = detections["lat"].to_numpy(float)
     d_km = detections["diameter_km"].to_numpy(float)
@@ -127,7 +129,13 @@ def verifier_features(detections: pd.DataFrame, dem_path, *, settings: VerifierS
     out["in_large_basin"] = _in_large_basin(lon, lat, d_km, score, settings).astype(float)
     if n == 0:
         return out
-    rows = np.flatnonzero(score >= settings.min_detector_score)
+    take = score >= settings.min_detector_score
+    if measure is not None:
+        measure = np.asarray(measure, dtype=bool)
+        if measure.shape != take.shape:
+            raise ValueError(f"measure has {measure.shape[0]} rows, the detections {n}")
+        take &= measure
+    rows = np.flatnonzero(take)
     table = pd.DataFrame({"lon": lon[rows], "lat": lat[rows], "diameter_km": d_km[rows]})
     crops = extract_crops(table, dem_path=dem_path, settings=settings.crop, progress=progress)
     r_radii = settings.crop.radius_grid()

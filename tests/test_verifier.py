@@ -141,3 +141,19 @@ def test_eval_lola_refuses_a_verifier_fitted_on_other_test_time_views():
     assert "--tta hflip,vflip,rot90" in eval_lola.verifier_mismatch(model, [])
     model.notes = {}  # a verifier saved without notes: nothing to check against
     assert eval_lola.verifier_mismatch(model, ["hflip"]) is None
+
+
+def test_measure_mask_measures_only_its_rows_and_the_basin_flag_sees_all(world):
+    path, _, _ = world["test"]
+    lon0, lat0 = -150.0, 10.0
+    table = pd.DataFrame({"lon": [lon0, lon0 + 0.5, lon0 + 25.0], "lat": [lat0] * 3,
+                          "diameter_km": [240.0, 30.0, 30.0], "score": [0.9, 0.6, 0.6]})
+    settings = VerifierSettings(basin_min_km=150.0, basin_min_score=0.5)
+    every = verifier_features(table, path, settings=settings)
+    some = verifier_features(table, path, settings=settings, measure=np.array([False, True, False]))
+    # The basin (row 0) is not measured but still makes row 1 a ring.
+    assert some["in_large_basin"].tolist() == every["in_large_basin"].tolist() == [0.0, 1.0, 0.0]
+    assert some.iloc[[0, 2]][["depth_over_fresh", "bowl_contrast_m_per_km"]].isna().all().all()
+    pd.testing.assert_series_equal(some.iloc[1], every.iloc[1])
+    with pytest.raises(ValueError, match="measure"):
+        verifier_features(table, path, measure=np.array([True, False]))
