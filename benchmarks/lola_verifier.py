@@ -12,7 +12,9 @@ its L2 strength chosen on the val box; saved beside the detector's weights.
 3. labels on the training boxes: 1 = a Head (2010) crater matches the detection (DeepMoon rule, any
    catalogued crater), 0 = none does and the detection is >= the completeness limit (20 km);
    unmatched detections under the limit are unlabelled (Head lists no craters < 20 km);
-4. one logistic regression per --l2 value; the one with the highest val recall at precision >= 0.85
+4. one logistic regression per --l2 value (with --stack-on-val: the DEM features fitted on the
+   training boxes without the detector's score, which is too confident there, and the two logits
+   weighed on the val box's detections: ``CraterVerifier.fit_stacked``); the one with the highest val recall at precision >= 0.85
    (DeepMoon rule, the "detected" boundary: eval_lola's scoring) is kept (ties: val best F1), with
    its val best-F1 score threshold. Test is not read.
 """
@@ -46,6 +48,11 @@ def parse_args(argv=None):
     ap.add_argument("--max-train-detections", type=int, default=0,
                     help="fit on a random sample of at most this many of the training boxes' measured detections "
                          "(seed 0; 0: all); each costs ~0.1-0.2 s of DEM measurement")
+    ap.add_argument("--stack-on-val", action="store_true",
+                    help="fit the DEM features on the training boxes without the detector's score (it is too "
+                         "confident on the craters it was trained on), then weigh the detector's logit and theirs "
+                         "on the val box's detections (CraterVerifier.fit_stacked); the threshold and L2 are still "
+                         "chosen on val, so val is no longer an unseen region for the verifier")
     ap.add_argument("--l2", default="0.001,0.01,0.1", help="comma-separated L2 strengths to choose from on val")
     ap.add_argument("--model-out", type=Path, default=None, help="default: verifier.json beside --weights")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lola_verifier.json")
@@ -108,6 +115,11 @@ def main(argv=None) -> int:
     y_fit = np.where(measured, y, np.nan)
     b = parse_boxes(eval_lola.VAL)[0]
     val_region = Region(b.lon_min, b.lat_min, b.lon_max, b.lat_max)
+    # Val's labels, for --stack-on-val: detections inside the val box only (its margin reaches east of 0,
+    # outside the labelled west, where an unmatched detection is not known to be a non-crater).
+    in_val = b.contains(val_atlas.lon.to_numpy(float), val_atlas.lat.to_numpy(float))
+    y_val = np.where(in_val & (val_atlas.score.to_numpy(float) >= settings.min_detector_score),
+                     labels_of(val_atlas, reference, limit), np.nan)
 
     def val_scores(frame):
         r = evaluate_atlas(frame, reference, region=val_region, min_diameter_km=limit, rules=("deepmoon",),
@@ -119,22 +131,25 @@ def main(argv=None) -> int:
           f"non-craters {int(np.sum(y_fit == 0))}; val detector alone {detector_val}")
     trials = []
     for l2 in (float(v) for v in args.l2.split(",")):
-        model = CraterVerifier.fit(train_features, y_fit, l2=l2, settings=settings)
+        model = (CraterVerifier.fit_stacked(train_features, y_fit, val_features, y_val, l2=l2, settings=settings)
+                 if args.stack_on_val else CraterVerifier.fit(train_features, y_fit, l2=l2, settings=settings))
         res = val_scores(rescore(val_atlas, model, val_features))
         trials.append((l2, model, res))
         print(f"l2 {l2:g}: val {res}; coef " + ", ".join(f"{n} {c:+.2f}" for n, c in zip(FEATURES, model.coef)))
     l2, model, res = max(trials, key=lambda t: (t[2]["recall_at_precision_0.85"], t[2]["best_f1"]))
     model.score_threshold = res["best_f1_score_thresh"]
-    model.notes = {"detector": {"config": eval_lola.config_name(args.config),
+    model.notes = {**model.notes, "detector": {"config": eval_lola.config_name(args.config),
                                 "weights": f"{args.weights.parent.name}/{args.weights.name}", "tta": views},
                    "trained_on": eval_lola.TRAIN, "chosen_on": eval_lola.VAL,
+                   "stacked_on": eval_lola.VAL if args.stack_on_val else None,
                    "labels": "DeepMoon rule against Head 2010; unmatched detections < 20 km unlabelled",
                    "num_craters": int(np.nansum(y_fit)), "num_non_craters": int(np.sum(y_fit == 0)),
                    "val": res}
     model_out = args.model_out or args.weights.parent / "verifier.json"
     model.save(model_out)
     result = {"detector": model.notes["detector"], "min_detector_score": args.min_detector_score,
-              "max_train_detections": args.max_train_detections,
+              "max_train_detections": args.max_train_detections, "stack_on_val": args.stack_on_val,
+              "val_stack_sample": {"craters": int(np.nansum(y_val)), "non_craters": int(np.sum(y_val == 0))},
               "train": {"detections": len(train_atlas), "measured": int(measured.sum()),
                         "craters": int(np.nansum(y_fit)), "non_craters": int(np.sum(y_fit == 0)),
                         "unlabelled": int(np.sum(measured & np.isnan(y)))},

@@ -180,30 +180,33 @@ class CraterVerifier:
         """``labels``: 1 = a crater, 0 = not; rows with NaN labels are left out. ``l2`` penalises
         the standardised coefficients (not the intercept) as l2 / 2 |w|^2 against the summed
         log-likelihood divided by the number of rows."""
-        x = _matrix(features)
-        y = np.asarray(labels, dtype=float)
-        keep = np.isfinite(y)
-        x, y = x[keep], y[keep]
-        if len(np.unique(y)) < 2:
-            raise ValueError("the verifier needs both craters and non-craters to fit")
-        fill = np.nanmedian(x, axis=0)
-        fill = np.where(np.isfinite(fill), fill, 0.0)
-        x = np.where(np.isfinite(x), x, fill)
-        mean, std = x.mean(axis=0), x.std(axis=0)
-        std = np.where(std > 0, std, 1.0)
-        z = np.column_stack([np.ones(len(x)), (x - mean) / std])
-        w = np.zeros(z.shape[1])
-        penalty = np.full(z.shape[1], l2 * len(x))
-        penalty[0] = 0.0
-        for _ in range(iterations):
-            p = _sigmoid(z @ w)
-            grad = z.T @ (p - y) + penalty * w
-            hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty) + 1e-9 * np.eye(len(w))
-            step = np.linalg.solve(hess, grad)
-            w -= step
-            if np.max(np.abs(step)) < 1e-8:
-                break
-        return cls(coef=w[1:], intercept=float(w[0]), mean=mean, std=std, fill=fill, l2=float(l2), settings=settings)
+        intercept, coef, mean, std, fill = _fit_logistic(_matrix(features), labels, l2, iterations)
+        return cls(coef=coef, intercept=intercept, mean=mean, std=std, fill=fill, l2=float(l2), settings=settings)
+
+    @classmethod
+    def fit_stacked(cls, features: pd.DataFrame, labels, stack_features: pd.DataFrame, stack_labels, *,
+                    l2: float = 1.0, stack_l2: float = 1e-3, settings: VerifierSettings = VerifierSettings(),
+                    iterations: int = 50) -> "CraterVerifier":
+        """The DEM features' weights fitted on (``features``, ``labels``) without the detector's
+        score, then the detector's logit and that model's logit weighed by a second logistic
+        regression on another sample (``stack_*``, penalised by ``stack_l2``): for detections the
+        detector was trained on, whose scores are too confident (e.g. its training region), with
+        the stack sample drawn from elsewhere (a validation region). One model of :data:`FEATURES`
+        comes back: P = sigmoid(a + b detector_logit + c m), m the DEM model's logit."""
+        x = _matrix(features)  # column 0: detector_logit (the first of FEATURES)
+        i_m, w_m, mean_m, std_m, fill_m = _fit_logistic(x[:, 1:], labels, l2, iterations)
+        xs = _matrix(stack_features)
+        dem = np.where(np.isfinite(xs[:, 1:]), xs[:, 1:], fill_m)
+        m = i_m + ((dem - mean_m) / std_m) @ w_m
+        a, (b, c), mean2, std2, fill2 = _fit_logistic(np.column_stack([xs[:, 0], m]), stack_labels, stack_l2,
+                                                      iterations)
+        b, c = b / std2[0], c / std2[1]            # per unit of detector logit and of m
+        a = a - b * mean2[0] - c * mean2[1]
+        # detector_logit enters unstandardised (mean 0, std 1); the DEM features as the DEM model had them.
+        return cls(coef=np.r_[b, c * w_m], intercept=float(a + c * i_m), mean=np.r_[0.0, mean_m],
+                   std=np.r_[1.0, std_m], fill=np.r_[fill2[0], fill_m], l2=float(l2), settings=settings,
+                   notes={"stacked": {"detector_logit_weight": float(b), "dem_logit_weight": float(c),
+                                      "stack_l2": float(stack_l2)}})
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """P(crater) for each row of ``features`` (the :data:`FEATURES` columns, in any order)."""
@@ -247,6 +250,34 @@ def rescore(atlas: pd.DataFrame, verifier: CraterVerifier, features: pd.DataFram
     detector = atlas["score"].to_numpy(float)
     p = np.where(detector >= verifier.settings.min_detector_score, verifier.predict(features), 0.0)
     return atlas.assign(detector_score=detector, score=p)
+
+
+def _fit_logistic(x: np.ndarray, labels, l2: float, iterations: int):
+    """L2-penalised logistic regression on standardised columns of ``x`` (NaN = the column's median)
+    by iteratively reweighted least squares: intercept, coefficients, mean, std, fill."""
+    y = np.asarray(labels, dtype=float)
+    keep = np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(np.unique(y)) < 2:
+        raise ValueError("the verifier needs both craters and non-craters to fit")
+    fill = np.nanmedian(x, axis=0)
+    fill = np.where(np.isfinite(fill), fill, 0.0)
+    x = np.where(np.isfinite(x), x, fill)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    z = np.column_stack([np.ones(len(x)), (x - mean) / std])
+    w = np.zeros(z.shape[1])
+    penalty = np.full(z.shape[1], l2 * len(x))
+    penalty[0] = 0.0
+    for _ in range(iterations):
+        p = _sigmoid(z @ w)
+        grad = z.T @ (p - y) + penalty * w
+        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty) + 1e-9 * np.eye(len(w))
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return float(w[0]), w[1:], mean, std, fill
 
 
 def _matrix(features: pd.DataFrame) -> np.ndarray:
