@@ -189,3 +189,19 @@ def test_stacked_fit_weighs_the_detector_on_the_stack_sample():
     # One ordinary model of FEATURES: it saves, loads and predicts the same.
     d = CraterVerifier(**{k: getattr(stacked, k) for k in ("coef", "intercept", "mean", "std", "fill", "l2")})
     np.testing.assert_allclose(d.predict(fresh.head(50)), stacked.predict(fresh.head(50)))
+
+
+def test_lola_verifier_auc_is_the_area_under_the_roc_curve():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "lola_verifier_auc.py"
+    spec = importlib.util.spec_from_file_location("lola_verifier_auc", script)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    y = np.array([0, 0, 1, 1, np.nan])
+    assert m.roc_auc(y, np.array([1.0, 2.0, 3.0, 4.0, 0.0])) == 1.0
+    assert m.roc_auc(y, np.array([4.0, 3.0, 2.0, 1.0, 0.0])) == 0.0
+    assert m.roc_auc(y, np.array([1.0, 3.0, 2.0, 4.0, np.nan])) == 0.75  # 3 of the 4 pairs in order
+    assert m.roc_auc(y, np.ones(5)) == 0.5                               # ties count half
+    assert np.isnan(m.roc_auc(np.zeros(3), np.arange(3.0)))
