@@ -178,9 +178,9 @@ END $$;"""
 # The Python API (atlas_db.queries) calls the *_unordered searches and orders their rows itself
 # (numpy, before the DataFrame is made; the same order, tested): PostgreSQL's sort, which copies
 # each row into its memory, took about 0.3 us a crater of a 50 km cap and 0.6 us of a region,
-# numpy's well under 0.1 us (server p50 without the ORDER BY, 150 places on a 45-degree slice
-# of the Moon at the density of 10 million craters, shared machine: 1.62 against 2.24 ms for a
-# 50 km cap of 2,070 craters, 0.63 against 0.84 ms for a 1-degree polygon of 330).
+# numpy's well under 0.1 us (at 10 million craters, quiet, 300 places, same answers: server
+# p50 1.56 against 1.92 ms for a 50 km cap of 2,071 craters, 0.60 against 0.75 ms for a 1-degree
+# polygon of 335; benchmarks/results/atlas_queries_sort_quiet4.json, docs/scale.md).
 QUERY_FUNCTIONS_SQL = (
     _within_function("deepcraters_craters_within", _CAP_ORDER,
                      "Craters whose centre lies within radius_km (great circle) of at_lon/at_lat, nearest first.")
