@@ -58,11 +58,16 @@ CONFIG = ROOT / "configs" / "LOLA" / "rfcn_timm_R_18_DC4_800it.yaml"
 LAT_BANDS = ((-60, -30), (-30, 0), (0, 30), (30, 60))
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_data_args(ap: argparse.ArgumentParser) -> None:
+    """--lola and --catalogue, the same in every LOLA benchmark."""
     ap.add_argument("--lola", type=Path, required=True, help="folder with dem.tif (lunar-rasters output)")
     ap.add_argument("--catalogue", type=Path,
                     default=ROOT.parent / "shared" / "data" / "catalogues" / "head2010_west.csv")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(ap)
     ap.add_argument("--work", type=Path, required=True, help="tiles (WORK/tiles), run (WORK/run) and atlases go here")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eval_lola.json")
     ap.add_argument("--config", type=Path, default=CONFIG, help="the detector's config (training and atlas)")

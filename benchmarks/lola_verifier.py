@@ -36,9 +36,7 @@ import eval_lola  # noqa: E402
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lola", type=Path, required=True, help="folder with dem.tif (lunar-rasters output)")
-    ap.add_argument("--catalogue", type=Path,
-                    default=ROOT.parent / "shared" / "data" / "catalogues" / "head2010_west.csv")
+    eval_lola.add_data_args(ap)
     ap.add_argument("--work", type=Path, required=True, help="eval_lola's work folder (tiles, atlases)")
     ap.add_argument("--config", type=Path, default=eval_lola.CONFIG)
     ap.add_argument("--weights", type=Path, required=True)
