@@ -2,20 +2,16 @@
 trial by trial."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "age_mean_teacher_grid.py"
+from script_loader import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("age_mean_teacher_grid", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/age_mean_teacher_grid.py")
 
 
 def _summary(val, test, unseen, seeds=(0, 1, 2)):

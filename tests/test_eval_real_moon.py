@@ -1,19 +1,14 @@
 """benchmarks/eval_age_real_moon.py: which atlas craters join Mean Teacher's unlabelled ones."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pandas as pd
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_age_real_moon.py"
+from script_loader import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("eval_age_real_moon", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/eval_age_real_moon.py")
 
 
 def test_atlas_craters_that_match_no_head_crater_in_known_blocks_are_added(tmp_path):

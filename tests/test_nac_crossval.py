@@ -1,21 +1,16 @@
 """benchmarks/nac_crossval.py: per-fold summaries combined into one mean +- std over folds."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "nac_crossval.py"
+from script_loader import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("nac_crossval", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/nac_crossval.py")
 
 
 def _fold(ap50: float, best_f1: float, weights: str = "model_final.pth", **more) -> dict:

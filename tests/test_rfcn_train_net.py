@@ -2,7 +2,6 @@
 a few iterations, then --eval-only; ``tools/train_net.py`` and ``python -m`` launch the same main."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,16 +11,14 @@ import pytest
 
 from detectron2.engine import default_argument_parser
 from detectron2_rfcn import engine
+from script_loader import load_script
 from toy_tiles import write_toy_crater_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _train_net_script():
-    spec = importlib.util.spec_from_file_location("rfcn_train_net", REPO / "tools" / "train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/train_net.py", name="rfcn_train_net")
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from etl.attributes import AttributeSchemaError
 from etl.synthetic import crater_shape_km
 from etl.verifier import FEATURES, CraterVerifier, VerifierSettings, rescore, verifier_features
 from lunar_bowls import bowl_dem, write_global
+from script_loader import load_script
 
 DEPTH_M = 2000.0
 D_KM = 240.0  # 16 pixels of the 0.5 degree test mosaic across
@@ -123,13 +124,7 @@ def test_basin_flag_and_candidate_floor(world):
 
 
 def test_eval_lola_refuses_a_verifier_fitted_on_other_test_time_views():
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_lola.py"
-    spec = importlib.util.spec_from_file_location("eval_lola", script)
-    eval_lola = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_lola)
+    eval_lola = load_script("benchmarks/eval_lola.py")
     x = pd.DataFrame(np.random.default_rng(0).normal(size=(40, len(FEATURES))), columns=list(FEATURES))
     model = CraterVerifier.fit(x, np.arange(40) % 2)
     model.notes = {"detector": {"tta": []}}
@@ -192,13 +187,7 @@ def test_stacked_fit_weighs_the_detector_on_the_stack_sample():
 
 
 def test_lola_verifier_auc_is_the_area_under_the_roc_curve():
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "lola_verifier_auc.py"
-    spec = importlib.util.spec_from_file_location("lola_verifier_auc", script)
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
+    m = load_script("benchmarks/lola_verifier_auc.py")
     y = np.array([0, 0, 1, 1, np.nan])
     assert m.roc_auc(y, np.array([1.0, 2.0, 3.0, 4.0, 0.0])) == 1.0
     assert m.roc_auc(y, np.array([4.0, 3.0, 2.0, 1.0, 0.0])) == 0.0
