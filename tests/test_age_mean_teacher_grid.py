@@ -63,3 +63,30 @@ def test_commands_add_the_other_worlds_only_where_the_row_says(tmp_path):
     assert "--unlabelled-world" not in m1
     assert all(f"--unlabelled-world /w/{w}" in m2 for w in ("w1", "w2", "w3"))
     assert "--test-world /w/w7" in m2 and "--world /w/w0" in m2 and "OUTPUT_DIR /r/M2" in m2
+
+
+def test_image_grid_round2_is_chosen_on_val_and_rows_are_image_only(tmp_path):
+    g = _script()
+    # Round 1's val picks round 2's consistency weight, whatever test says.
+    _write(tmp_path, "M1", _summary([0.60] * 3, [0.90] * 3, [0.90] * 3))
+    _write(tmp_path, "M2", _summary([0.65] * 3, [0.50] * 3, [0.50] * 3))
+    assert g.image_round2(tmp_path) == "M3_w100"
+    assert g.main(["commands", "--grid", "image", "--round2", "--worlds", "/w", "--runs", str(tmp_path)]) == 0
+    rows = g.IMAGE_GRID
+    assert all("MODEL.MODE image" in r[3] for r in rows.values())
+    assert {n for n, r in rows.items() if r[4]} == {"M3_w10", "M3_w100"}  # only round 2 adds other worlds
+    # The same labelled crops a step in every row: 32 (supervised) = 64 x (1 - 0.5) (Mean Teacher).
+    assert all("SOLVER.BATCH_SIZE 32" in r[3] for r in rows.values() if r[1] == "supervised")
+    assert all("SOLVER.BATCH_SIZE 64" in r[3] and "UNLABELLED_FRACTION 0.5" in r[3]
+               for r in rows.values() if r[1] == "mean_teacher")
+    _write(tmp_path, "S1", _summary([0.55] * 3, [0.55] * 3, [0.55] * 3))
+    res = g.collect(tmp_path, "image")
+    assert res["chosen_on_val"] == {"supervised": "S1", "mean_teacher": "M2"}
+    assert "image only" in res["what"]
+
+
+def test_image_round2_waits_for_round1(tmp_path):
+    g = _script()
+    _write(tmp_path, "M1", _summary([0.6] * 3, [0.6] * 3, [0.6] * 3))
+    with pytest.raises(ValueError, match="M2 has not finished"):
+        g.image_round2(tmp_path)
