@@ -66,8 +66,10 @@ class LoadedAgeModel:
         return list(self.cfg.ATTRIBUTES.get("USE", []) or [])
 
 
-def load_age_model(path: str | Path, device: str = "auto") -> LoadedAgeModel:
-    """The predicting network of a checkpoint (the teacher for Mean-Teacher runs), in eval mode."""
+def load_age_model(path: str | Path, device: str = "auto", network: str | None = None) -> LoadedAgeModel:
+    """The predicting network of a checkpoint (the teacher for Mean-Teacher runs), in eval mode.
+
+    ``network`` ("model": the student, or "teacher") loads that one instead, for diagnostics."""
     from etl.attributes import AttributeSchema
 
     path = Path(path)
@@ -81,7 +83,10 @@ def load_age_model(path: str | Path, device: str = "auto") -> LoadedAgeModel:
     resolve_device(cfg)
     schema = AttributeSchema.from_dict(ckpt["provenance"]["attribute_schema"])
     model = AgeNet.from_config(cfg, num_attributes=len(schema.names))
-    weights = ckpt["teacher"] if ckpt.get("predict_with") == "teacher" else ckpt["model"]
+    network = network or ("teacher" if ckpt.get("predict_with") == "teacher" else "model")
+    if ckpt.get(network) is None:
+        raise ValueError(f"{path}: the checkpoint holds no {network!r} network")
+    weights = ckpt[network]
     model.load_state_dict(weights)
     model.to(cfg.MODEL.DEVICE).eval()
     return LoadedAgeModel(model=model, cfg=cfg, stats=InputStats.from_dict(ckpt["input_stats"]), schema=schema,

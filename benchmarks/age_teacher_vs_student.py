@@ -22,36 +22,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from age_net.config import get_age_cfg_defaults  # noqa: E402
-from age_net.data import AgeCropDataset, InputStats  # noqa: E402
 from age_net.engine import crater_set_from_sources, make_split  # noqa: E402
-from age_net.model import AgeNet  # noqa: E402
+from age_net.predict import load_age_model, predict_crater_set  # noqa: E402
 
 NETWORKS = {"model": "student", "teacher": "teacher"}  # checkpoint key -> name in the output
 
 
 def trial_accuracies(trial_dir: Path, world: Path, cache_dir: Path) -> dict:
     """{"seed", "<student|teacher>_<val|train>": accuracy} of one trial."""
-    ckpt = torch.load(trial_dir / "model_final.pth", map_location="cpu", weights_only=False)
-    cfg = get_age_cfg_defaults()
-    cfg.merge_from_other_cfg(cfg.load_cfg(ckpt["config"]))
-    cfg.MODEL.DEVICE = "cpu"
+    student = load_age_model(trial_dir / "model_final.pth", device="cpu", network="model")
+    cfg = student.cfg
     cs = crater_set_from_sources(cfg, world=world, cache_dir=cache_dir, progress=False, log=lambda *_: None)
-    cs = cs.select_attributes(cfg.ATTRIBUTES.USE)
-    seed = int(ckpt["provenance"]["trained_on"]["seed"])
-    split = make_split(cs, cfg, seed)
-    stats = InputStats.from_dict(ckpt["input_stats"])
+    seed = int(student.provenance["trained_on"]["seed"])
+    split = make_split(student.check_schema(cs), cfg, seed)
     out = {"seed": seed}
     for key, who in NETWORKS.items():
-        if ckpt.get(key) is None:
-            continue
-        net = AgeNet.from_config(cfg, num_attributes=len(cs.schema.names))
-        net.load_state_dict(ckpt[key])
-        net.eval()
+        if key == "teacher" and not cfg.MEAN_TEACHER.ENABLED:
+            continue  # supervised runs keep no teacher
+        loaded = student if key == "model" else load_age_model(trial_dir / "model_final.pth", "cpu", network=key)
         for part, idx in (("val", split.val), ("train", split.train)):
-            ds = AgeCropDataset(cs, stats, cfg, idx, augment=False)
-            with torch.no_grad():
-                pred = net(ds.images, ds.attributes).argmax(dim=1).numpy()
+            # Argmax of the calibrated probabilities: temperature scaling keeps the logits' order.
+            pred = predict_crater_set(loaded, cs, idx).argmax(axis=1)
             out[f"{who}_{part}"] = round(float((pred == cs.labels[idx]).mean()), 4)
     return out
 

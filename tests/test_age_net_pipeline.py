@@ -142,6 +142,16 @@ def test_predicted_probabilities_sum_to_one(trained, crater_set):
     assert loaded.model.temperature.item() > 0
 
 
+def test_load_age_model_predicts_with_the_teacher_and_loads_the_student_on_request(trained):
+    _, trainer, path = trained
+    def same(net, ref):
+        return all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ref.state_dict().values()))
+
+    assert same(load_age_model(path, device="cpu").model, trainer.teacher)   # Mean Teacher: the teacher predicts
+    student = load_age_model(path, device="cpu", network="model").model
+    assert same(student, trainer.model) and not same(student, trainer.teacher)
+
+
 def test_a_model_refuses_attributes_of_another_schema(trained, world, crater_set):
     from etl.attributes import AttributeSchemaError
 
