@@ -56,13 +56,14 @@ TEST = "-120,-60,-60,60"
 LABELLED = "-180,-90,0,90"
 CONFIG = ROOT / "configs" / "LOLA" / "rfcn_timm_R_18_DC4_800it.yaml"
 LAT_BANDS = ((-60, -30), (-30, 0), (0, 30), (30, 60))
+#: Head et al. (2010), west: the reference of every LOLA benchmark (beside the repository, never in it).
+HEAD2010_WEST_CSV = ROOT.parent / "shared" / "data" / "catalogues" / "head2010_west.csv"
 
 
 def add_data_args(ap: argparse.ArgumentParser) -> None:
     """--lola and --catalogue, the same in every LOLA benchmark."""
     ap.add_argument("--lola", type=Path, required=True, help="folder with dem.tif (lunar-rasters output)")
-    ap.add_argument("--catalogue", type=Path,
-                    default=ROOT.parent / "shared" / "data" / "catalogues" / "head2010_west.csv")
+    ap.add_argument("--catalogue", type=Path, default=HEAD2010_WEST_CSV)
 
 
 def parse_args(argv=None):

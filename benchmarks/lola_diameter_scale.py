@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from eval_lola import LABELLED, TEST, TRAIN, VAL  # noqa: E402  the same boxes as the detector benchmark
+from eval_lola import HEAD2010_WEST_CSV, LABELLED, TEST, TRAIN, VAL  # noqa: E402  the same boxes as the detector benchmark
 
 
 def matched_ratios(atlas, reference, region, min_diameter_km: float, rule_name: str = "project") -> np.ndarray:
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--atlas", type=Path, required=True, help="atlas parquet of the west, made without a scale")
     ap.add_argument("--threshold", type=float, required=True, help="the val-calibrated score threshold")
     ap.add_argument("--calibration", type=Path, default=None, help="the training run's calibration.json")
-    ap.add_argument("--catalogue", type=Path, default=ROOT.parent / "shared" / "data" / "catalogues" / "head2010_west.csv")
+    ap.add_argument("--catalogue", type=Path, default=HEAD2010_WEST_CSV)
     ap.add_argument("--min-diameter-km", type=float, default=20.0)
     ap.add_argument("--block-deg", type=float, default=30.0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lola_diameter_scale.json")

@@ -27,7 +27,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import eval_lola  # noqa: E402
 from etl.evaluation import Region  # noqa: E402
 from etl.matching import DEEPMOON_RULE, has_match, match_one_to_one  # noqa: E402
 from etl.moon import MOON_RADIUS_KM, great_circle_distance_m  # noqa: E402
@@ -90,9 +92,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--atlas", type=Path, required=True, help="an eval_lola atlas (parquet) holding the test box")
     ap.add_argument("--threshold", type=float, required=True, help="score threshold (eval_lola's val threshold)")
-    ap.add_argument("--lola", type=Path, required=True, help="folder with dem.tif (lunar-rasters output)")
-    ap.add_argument("--catalogue", type=Path,
-                    default=ROOT.parent / "shared" / "data" / "catalogues" / "head2010_west.csv")
+    eval_lola.add_data_args(ap)
     ap.add_argument("--limit-km", type=float, default=20.0)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)

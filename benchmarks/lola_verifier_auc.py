@@ -45,8 +45,7 @@ def roc_auc(labels: np.ndarray, values: np.ndarray) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--catalogue", type=Path,
-                    default=ROOT.parent / "shared" / "data" / "catalogues" / "head2010_west.csv")
+    ap.add_argument("--catalogue", type=Path, default=eval_lola.HEAD2010_WEST_CSV)
     ap.add_argument("--tag", default="", help="atlas file tag, e.g. _tta-hflip-vflip-rot90")
     ap.add_argument("--below", type=float, required=True, help="the detector's val score threshold")
     ap.add_argument("--min-detector-score", type=float, default=0.1)
